@@ -1,0 +1,36 @@
+# Two commands matter: `make serve` and `make test`. Both create/refresh .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install serve test bench train-lenet verify clean-venv
+
+install: $(STAMP)
+
+# Re-installs only when the dependency declarations change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+serve: $(STAMP)
+	$(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT) --no-access-log
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+train-lenet: $(STAMP)
+	$(PY) -m training.lenet --promote
+
+verify: $(STAMP)
+	$(PY) -m models.registry verify
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""The modelhouse HTTP service. Imports `models`, never `training`."""

@@ -1,0 +1,92 @@
+"""The error model: every failure is `{"error": {"code", "message"}}` with a fitting status.
+
+Domain errors from `models` are mapped to HTTP here, in one table.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.imaging import ImageTooLargeError, UndecodableImageError, UnsupportedImageTypeError
+from models.networks import UnknownArchitectureError
+from models.registry import (
+    ChecksumMismatchError,
+    InvalidManifestError,
+    InvalidVersionIdError,
+    UnknownTaskError,
+    UnknownVersionError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error raised by the service itself, with its status, code and optional headers."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+# domain error -> (status, code)
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    UnknownTaskError: (404, "unknown_task"),
+    UnknownVersionError: (404, "unknown_version"),
+    InvalidVersionIdError: (404, "unknown_version"),
+    ChecksumMismatchError: (409, "checksum_mismatch"),
+    InvalidManifestError: (409, "invalid_model"),
+    UnknownArchitectureError: (409, "invalid_model"),
+    UnsupportedImageTypeError: (415, "unsupported_media_type"),
+    UndecodableImageError: (400, "undecodable_image"),
+    ImageTooLargeError: (413, "image_too_large"),
+}
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+              413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_parameters", 503: "unavailable"}
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where or 'request'}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+
+    for error_type, (status, code) in DOMAIN_ERRORS.items():
+        def handler(_: Request, exc: Exception, status: int = status, code: str = code) -> JSONResponse:
+            return JSONResponse(error_body(code, str(exc)), status_code=status)
+
+        app.add_exception_handler(error_type, handler)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        return JSONResponse(error_body("invalid_parameters", _validation_message(errors), errors), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)

@@ -1,0 +1,56 @@
+"""The ASGI app: `app.main:app`, built by `create_app(settings)`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.metrics import Metrics, MetricsMiddleware
+from app.model_service import ModelService, pick_device
+from app.routes import digits, health, models
+from app.settings import Settings
+from models.registry import ModelRegistry
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """Inference for registered models, and the registry itself.
+
+Errors are always `{"error": {"code": "...", "message": "..."}}`. Registry mutations need
+`Authorization: Bearer $MODELHOUSE_ADMIN_TOKEN`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service from `settings` (default: read from `MODELHOUSE_*` environment variables)."""
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(settings.torch_threads)
+    service = ModelService(ModelRegistry(settings.store_dir), pick_device(settings.device),
+                           max_loaded=settings.max_loaded_models, workers=settings.inference_workers)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Load in the background so /healthz answers at once and /readyz says 503 until loaded.
+        task = asyncio.create_task(service.run(service.preload)) if settings.preload else None
+        if task is None:
+            service.ready = True
+        yield
+        if task is not None and not task.done():
+            task.cancel()
+
+    app = FastAPI(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings, app.state.service, app.state.metrics = settings, service, Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    install_error_handlers(app)
+    for module in (digits, models, health):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

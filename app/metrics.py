@@ -1,0 +1,56 @@
+"""Prometheus metrics (prometheus-client), one collector registry per app instance."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The service's metrics; `registry` is what /metrics exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("modelhouse_http_requests_total", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("modelhouse_http_request_duration_seconds", "HTTP request latency by route",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.predictions = Counter("modelhouse_predictions_total", "images or inputs predicted, per model version",
+                                   ["task", "version"], registry=self.registry)
+        self.prediction_latency = Histogram(
+            "modelhouse_prediction_duration_seconds", "request latency of successful predictions, per model version",
+            ["task", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference_latency = Histogram(
+            "modelhouse_inference_duration_seconds", "decode + forward time of one request's batch, per model version",
+            ["task", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request under its route template (not the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)

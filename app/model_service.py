@@ -1,0 +1,116 @@
+"""`ModelService`: resolves aliases, loads and caches versions, and runs inference off the event loop.
+
+A request resolves its version once and keeps the returned `LoadedModel` for its whole
+life, so a promotion in between never mixes two versions within one request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, TypeVar
+
+import anyio
+import torch
+
+from models.registry import DEFAULT_ALIAS, LoadedModel, ModelRegistry, load_model
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def pick_device(name: str) -> torch.device:
+    """The service's device setting: `auto` means CUDA when present."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("MODELHOUSE_DEVICE=cuda but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class ModelService:
+    """Thread-safe cache of loaded versions, keyed by (task, version)."""
+
+    def __init__(self, registry: ModelRegistry, device: torch.device, *, max_loaded: int, workers: int) -> None:
+        self.registry = registry
+        self.device = device
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._load_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._alias_cache: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self.limiter = anyio.CapacityLimiter(workers)
+        self.readiness: dict[str, str] = {}
+        self.ready = False
+
+    # ---- resolution and loading (blocking; call via `run`) -------------------------
+    def resolve(self, task: str, ref: str = DEFAULT_ALIAS) -> str:
+        """Version id for `ref`; alias files are re-read only when they change on disk."""
+        aliases = self._aliases(task)
+        if ref in aliases and not (self.registry.task_dir(task) / ref).is_dir():
+            return aliases[ref]
+        return self.registry.resolve(task, ref)
+
+    def _aliases(self, task: str) -> dict[str, str]:
+        path = self.registry.task_dir(task) / "aliases.json"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}
+        key = (st.st_mtime_ns, st.st_ino, st.st_size)
+        cached = self._alias_cache.get(task)
+        if cached and cached[0] == key:
+            return cached[1]
+        aliases = self.registry.aliases(task)
+        self._alias_cache[task] = (key, aliases)
+        return aliases
+
+    def get(self, task: str, ref: str = DEFAULT_ALIAS) -> LoadedModel:
+        """The loaded model for `task`/`ref`, loading (and verifying) it on first use."""
+        key = (task, self.resolve(task, ref))
+        with self._lock:
+            model = self._loaded.get(key)
+            if model is not None:
+                self._loaded.move_to_end(key)
+                return model
+            load_lock = self._load_locks.setdefault(key, threading.Lock())
+        with load_lock:  # one load per version even under concurrent first requests
+            with self._lock:
+                if key in self._loaded:
+                    return self._loaded[key]
+            model = load_model(self.registry, key[0], key[1], self.device)
+            log.info("loaded %s/%s on %s", key[0], key[1], self.device)
+            with self._lock:
+                self._loaded[key] = model
+                self._evict()
+            return model
+
+    def _evict(self) -> None:
+        pinned = {(task, v) for task in {k[0] for k in self._loaded} for v in self._aliases(task).values()}
+        for key in list(self._loaded):
+            if len(self._loaded) <= self.max_loaded:
+                break
+            if key not in pinned:
+                del self._loaded[key]
+
+    def preload(self) -> None:
+        """Load every task's production version; record per-task status for /readyz."""
+        status: dict[str, str] = {}
+        ok = True
+        for task in self.registry.tasks():
+            if DEFAULT_ALIAS not in self.registry.aliases(task):
+                continue
+            try:
+                status[task] = self.get(task).version
+            except Exception as exc:  # any failure is reported by /readyz, not fatal to the process
+                log.error("cannot load %s/%s: %s", task, DEFAULT_ALIAS, exc)
+                status[task] = f"error: {exc}"
+                ok = False
+        self.readiness, self.ready = status, ok
+
+    # ---- running blocking work -----------------------------------------------------
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run blocking `func(*args)` in a worker thread, at most `workers` at a time."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)

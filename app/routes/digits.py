@@ -1,0 +1,33 @@
+"""`POST /digits`: handwritten digit classification."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from app.dependencies import MetricsDep, ServiceDep, SettingsDep
+from app.routes.classify import ERROR_RESPONSES, MULTIPART_BODY, classify_endpoint
+from app.schemas import ClassificationResponse
+
+router = APIRouter(tags=["predict"])
+
+
+@router.post(
+    "/digits",
+    response_model=ClassificationResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=MULTIPART_BODY,
+    summary="Classify photos or drawings of handwritten digits",
+)
+async def classify_digits(
+    request: Request,
+    settings: SettingsDep,
+    service: ServiceDep,
+    metrics: MetricsDep,
+    top_k: Annotated[int, Query(ge=1, le=10, description="how many labels to return per file")] = 3,
+    version: Annotated[str, Query(min_length=1, max_length=80, description="version id or alias")] = "production",
+) -> ClassificationResponse:
+    """One prediction per `file` part, in order. Any photo works: dark ink on light paper or the
+    reverse, any size, off-centre, with alpha or EXIF rotation; it is normalised the way MNIST was made."""
+    return await classify_endpoint("digits", request, top_k, version, settings, service, metrics)

@@ -1,0 +1,31 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.dependencies import MetricsDep, ServiceDep
+from app.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
+            summary="Readiness: every production model is loaded (503 until then)")
+async def readyz(service: ServiceDep) -> Readiness | JSONResponse:
+    body = Readiness(status="ready" if service.ready else "loading", models=service.readiness)
+    if not service.ready:
+        return JSONResponse(body.model_dump(), status_code=503)
+    return body
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics (text format)")
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,103 @@
+"""Response (and request) schemas, one per direction, used as `response_model` everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["undecodable_image"])
+    message: str = Field(examples=["cannot decode the image: image file is truncated"])
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ModelRef(BaseModel):
+    task: str = Field(examples=["digits"])
+    version: str = Field(examples=["20261123-201500-lenet5"])
+
+
+class TopEntry(BaseModel):
+    label: str = Field(examples=["7"])
+    probability: float = Field(ge=0, le=1, examples=[0.998])
+
+
+class Prediction(BaseModel):
+    filename: str | None = Field(examples=["seven.png"])
+    label: str = Field(examples=["7"])
+    confidence: float = Field(ge=0, le=1, examples=[0.998])
+    top: list[TopEntry]
+
+
+class ClassificationResponse(BaseModel):
+    model: ModelRef
+    predictions: list[Prediction]
+
+
+class VersionBrief(BaseModel):
+    version: str
+    created_at: str | None = None
+    architecture: str | None = None
+    parameters: int | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict, description="headline metrics (e.g. test_accuracy)")
+    aliases: list[str] = Field(default_factory=list)
+
+
+class TaskSummary(BaseModel):
+    task: str = Field(examples=["digits"])
+    aliases: dict[str, str] = Field(examples=[{"production": "20261123-201500-lenet5"}])
+    versions: list[str]
+
+
+class ModelsIndex(BaseModel):
+    tasks: list[TaskSummary]
+
+
+class TaskDetail(BaseModel):
+    task: str
+    aliases: dict[str, str]
+    versions: list[VersionBrief]
+
+
+class LayerRow(BaseModel):
+    name: str = Field(examples=["features.0"])
+    type: str = Field(examples=["Conv2d"])
+    output_shape: list[int] | None = Field(examples=[[-1, 6, 28, 28]])
+    parameters: int = Field(examples=[156])
+
+
+class LayerSummary(BaseModel):
+    input_shape: list[int]
+    layers: list[LayerRow]
+    total_parameters: int
+    trainable_parameters: int
+
+
+class VersionDetail(BaseModel):
+    task: str
+    version: str
+    aliases: list[str]
+    manifest: dict[str, Any]
+    summary: LayerSummary
+
+
+class PromoteResponse(BaseModel):
+    task: str
+    alias: str = Field(examples=["production"])
+    version: str
+    previous: str | None = Field(description="the version the alias pointed at before, if any")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    models: dict[str, str] = Field(description="task -> loaded production version, or the load error",
+                                   examples=[{"digits": "20261123-201500-lenet5"}])

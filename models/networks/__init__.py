@@ -1,0 +1,37 @@
+"""Network definitions, looked up by architecture name.
+
+The registry stores an architecture *name* and its constructor arguments in each
+manifest and rebuilds the module from this table, so loading never unpickles code.
+"""
+
+from collections.abc import Callable
+
+from torch import nn
+
+from models.networks.lenet import CNN2, LeNet5, LeNet5Tanh, Seed000
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "lenet5": LeNet5,
+    "lenet5-tanh": LeNet5Tanh,
+    "seed000": Seed000,
+    "cnn2": CNN2,
+}
+
+
+class UnknownArchitectureError(ValueError):
+    """Raised for an architecture name that is not in `ARCHITECTURES`."""
+
+
+def build_network(name: str, **kwargs: object) -> nn.Module:
+    """Instantiate the architecture `name` with constructor `kwargs`."""
+    try:
+        factory = ARCHITECTURES[name]
+    except KeyError:
+        valid = ", ".join(sorted(ARCHITECTURES))
+        raise UnknownArchitectureError(f"unknown architecture {name!r}; valid: {valid}") from None
+    return factory(**kwargs)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,51 @@
+"""A layer-by-layer summary of a network (like Keras `summary()`), from one dummy forward pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def layer_summary(network: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Run a zero input of `input_shape` (C, H, W) through `network` and record each leaf layer.
+
+    Returns {"input_shape", "layers": [{name, type, output_shape, parameters}], "total_parameters",
+    "trainable_parameters"}. Output shapes include the batch dimension as -1.
+    """
+    rows: list[dict[str, Any]] = []
+    hooks = []
+
+    def record(name: str):
+        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+            shape = list(output.shape) if isinstance(output, torch.Tensor) else None
+            if shape:
+                shape[0] = -1
+            rows.append(
+                {
+                    "name": name,
+                    "type": type(module).__name__,
+                    "output_shape": shape,
+                    "parameters": sum(p.numel() for p in module.parameters(recurse=False)),
+                }
+            )
+
+        return hook
+
+    for name, module in network.named_modules():
+        if name and not any(True for _ in module.children()):
+            hooks.append(module.register_forward_hook(record(name)))
+    try:
+        device = next((p.device for p in network.parameters()), torch.device("cpu"))
+        with torch.inference_mode():
+            network(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return {
+        "input_shape": [-1, *input_shape],
+        "layers": rows,
+        "total_parameters": sum(p.numel() for p in network.parameters()),
+        "trainable_parameters": sum(p.numel() for p in network.parameters() if p.requires_grad),
+    }

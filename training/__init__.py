@@ -1,0 +1,1 @@
+"""Offline trainers (`python -m training.<name>`) and their engine. Imports `models`, never `app`."""

@@ -1,0 +1,46 @@
+"""Batched geometric augmentation on tensors (one `grid_sample` per batch, not per-image PIL)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AffineRanges:
+    """Uniform ranges: rotation and shear in degrees, translation and scale as fractions."""
+
+    rotation: float = 10.0
+    translate: float = 0.1
+    scale: float = 0.1
+    shear: float = 10.0
+
+
+def random_affine(images: torch.Tensor, ranges: AffineRanges, generator: torch.Generator) -> torch.Tensor:
+    """Apply an independent random affine warp to each image of an NCHW float batch (zero fill)."""
+    n = images.shape[0]
+
+    def uniform(bound: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator) * 2 - 1) * bound
+
+    angle = torch.deg2rad(uniform(ranges.rotation))
+    shear = torch.tan(torch.deg2rad(uniform(ranges.shear)))
+    scale = 1 + uniform(ranges.scale)
+    # Forward map: out = scale * R(angle) @ Shear_x(shear) @ in + t, in normalised [-1, 1] coordinates.
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    forward = torch.stack(
+        [
+            torch.stack([cos, cos * shear - sin], dim=1),
+            torch.stack([sin, sin * shear + cos], dim=1),
+        ],
+        dim=1,
+    ) * scale.view(n, 1, 1)
+    shift = torch.stack([uniform(ranges.translate), uniform(ranges.translate)], dim=1) * 2
+    inverse = torch.linalg.inv(forward)
+    # affine_grid wants the output->input map: in = inverse @ (out - t).
+    theta = torch.cat([inverse, -(inverse @ shift.unsqueeze(2))], dim=2).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid.to(images.device), mode="bilinear", padding_mode="zeros", align_corners=False)
