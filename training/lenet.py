@@ -95,6 +95,7 @@ def batches(data: MnistArrays, indices: torch.Tensor, batch_size: int, *, genera
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, evaluate on the test set, write plots/history, register. Returns a summary dict."""
     started = time.perf_counter()
+    commit = git_commit(Path(__file__).resolve().parent)  # the code as it was when the run began
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "out_dir": str(out_dir), "version": None,
     }
     if args.register:
-        manifest = build_manifest(args, report, matrix, result, data, wall, device)
+        manifest = build_manifest(args, report, matrix, result, data, wall, device, commit)
         registry = ModelRegistry(args.store)
         summary["version"] = registry.register("digits", model.cpu(), manifest, artifacts=artifacts)
         if args.promote:
@@ -162,7 +163,8 @@ def write_artifacts(out_dir: Path, history: list[dict[str, Any]], matrix: torch.
 
 
 def build_manifest(args: argparse.Namespace, report: dict[str, Any], matrix: torch.Tensor, result: Any,
-                   data: dict[str, MnistArrays], wall: float, device: torch.device) -> dict[str, Any]:
+                   data: dict[str, MnistArrays], wall: float, device: torch.device,
+                   commit: str | None) -> dict[str, Any]:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     return {
         "architecture": {"name": args.arch, "args": {"num_classes": 10}},
@@ -191,7 +193,7 @@ def build_manifest(args: argparse.Namespace, report: dict[str, Any], matrix: tor
         "lineage": {
             "dataset": "mnist",
             "files": {**data["train"].files, **data["test"].files},
-            "code_commit": git_commit(Path(__file__).resolve().parent),
+            "code_commit": commit,
         },
     }
 

@@ -8,11 +8,14 @@ replace, so a reader always sees one complete version.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from torch import nn
 from models.networks import count_parameters
 from models.registry.errors import (
     ChecksumMismatchError,
+    InvalidManifestError,
     InvalidVersionIdError,
     UnknownTaskError,
     UnknownVersionError,
@@ -79,7 +83,13 @@ class ModelRegistry:
         path = self.task_dir(task) / ALIASES_FILE
         if not path.is_file():
             return {}
-        return dict(json.loads(path.read_text()))
+        try:
+            aliases = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidManifestError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(aliases, dict):
+            raise InvalidManifestError(f"{path} must hold a JSON object of alias -> version")
+        return {str(k): str(v) for k, v in aliases.items()}
 
     def resolve(self, task: str, ref: str = DEFAULT_ALIAS) -> str:
         """The version id that `ref` (a version id or an alias) names for `task`."""
@@ -157,10 +167,22 @@ class ModelRegistry:
         check_name(alias, "alias")
         version = self.resolve(task, ref)
         self.verify_version(task, version)
-        aliases = self.aliases(task)
-        aliases[alias] = version
-        write_json_atomic(self.task_dir(task) / ALIASES_FILE, aliases)
+        with self._alias_lock(task):  # read-modify-write: serialise writers (service, CLI, trainers)
+            aliases = self.aliases(task)
+            aliases[alias] = version
+            write_json_atomic(self.task_dir(task) / ALIASES_FILE, aliases)
         return version
+
+    @contextmanager
+    def _alias_lock(self, task: str) -> Iterator[None]:
+        directory = self.task_dir(task)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".aliases.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ---- checking ------------------------------------------------------------------
     def verify_version(self, task: str, ref: str) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""POST /digits through the real ASGI app and the committed model: one test per status path."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.digit_photos import VARIANTS
+from tests.conftest import png_bytes
+from tests.models.test_imaging import png_bomb
+
+
+def files_of(*payloads: bytes, content_type: str = "image/png") -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("file", (f"f{i}.png", data, content_type)) for i, data in enumerate(payloads)]
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == code and body["error"]["message"]
+    return body
+
+
+def test_mnist_test_digits_as_png_are_classified(client, mnist_test):
+    images, labels = mnist_test
+    correct = 0
+    for start in range(0, 200, 20):  # 20 files per request, in order
+        payloads = [png_bytes(d) for d in images[start : start + 20]]
+        response = client.post("/digits", files=files_of(*payloads))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"]["task"] == "digits"
+        assert [p["filename"] for p in body["predictions"]] == [f"f{i}.png" for i in range(20)]
+        correct += sum(int(p["label"]) == int(y) for p, y in zip(body["predictions"], labels[start : start + 20]))
+    assert correct >= 198
+
+
+def test_response_shape_top_k_and_confidence(client, mnist_test):
+    images, labels = mnist_test
+    response = client.post("/digits", params={"top_k": 5}, files=files_of(png_bytes(images[0])))
+    prediction = response.json()["predictions"][0]
+    assert prediction["label"] == str(labels[0])
+    assert len(prediction["top"]) == 5
+    probabilities = [t["probability"] for t in prediction["top"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert prediction["confidence"] == probabilities[0] > 0.9
+    default = client.post("/digits", files=files_of(png_bytes(images[0]))).json()
+    assert len(default["predictions"][0]["top"]) == 3
+
+
+def test_photo_of_a_digit(client, mnist_test):
+    images, labels = mnist_test
+    rng = np.random.default_rng(0)
+    photo = VARIANTS["noisy_photo"](images[1], rng)
+    response = client.post("/digits", files=[("file", ("photo.jpg", photo, "image/jpeg"))])
+    assert response.json()["predictions"][0]["label"] == str(labels[1])
+
+
+def test_explicit_version_id(client, registry, mnist_test):
+    version = registry.resolve("digits", "production")
+    response = client.post("/digits", params={"version": version}, files=files_of(png_bytes(mnist_test[0][0])))
+    assert response.status_code == 200 and response.json()["model"]["version"] == version
+
+
+def test_400_undecodable_image(client):
+    broken = png_bytes(np.zeros((64, 64), np.uint8))[:60]
+    body = assert_error(client.post("/digits", files=files_of(broken)), 400, "undecodable_image")
+    assert "f0.png" in body["error"]["message"]
+
+
+def test_400_malformed_multipart(client):
+    response = client.post("/digits", content=b"--xyz\r\nnot a header\r\n\r\n",
+                           headers={"content-type": "multipart/form-data; boundary=abc"})
+    assert response.status_code in (400, 422)
+    assert response.json()["error"]["code"] in ("bad_request", "invalid_parameters")
+
+
+def test_413_request_too_large(make_client):
+    client = make_client(max_request_bytes=20_000)
+    noise = np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)
+    assert_error(client.post("/digits", files=files_of(png_bytes(noise))), 413, "payload_too_large")
+
+
+def test_413_decompression_bomb(client):
+    body = assert_error(client.post("/digits", files=files_of(png_bomb(20000, 20000))), 413, "image_too_large")
+    assert "pixels" in body["error"]["message"]
+
+
+def test_415_not_an_image(client):
+    assert_error(client.post("/digits", files=files_of(b"hello, world", content_type="text/plain")),
+                 415, "unsupported_media_type")
+
+
+def test_415_not_multipart(client):
+    assert_error(client.post("/digits", json={"file": "x"}), 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("params", [{"top_k": 0}, {"top_k": 11}, {"top_k": "many"}, {"version": ""}])
+def test_422_invalid_parameters(client, mnist_test, params):
+    body = assert_error(client.post("/digits", params=params, files=files_of(png_bytes(mnist_test[0][0]))),
+                        422, "invalid_parameters")
+    assert next(iter(params)) in body["error"]["message"]
+
+
+def test_422_missing_file_part(client):
+    response = client.post("/digits", files=[("image", ("a.png", b"x", "image/png"))])
+    assert_error(response, 422, "invalid_parameters")
+
+
+def test_422_too_many_files(make_client, mnist_test):
+    client = make_client(max_files_per_request=2)
+    payload = png_bytes(mnist_test[0][0])
+    assert_error(client.post("/digits", files=files_of(payload, payload, payload)), 422, "invalid_parameters")
+
+
+def test_404_unknown_version(client, mnist_test):
+    body = assert_error(client.post("/digits", params={"version": "v999"}, files=files_of(png_bytes(mnist_test[0][0]))),
+                        404, "unknown_version")
+    assert "production" in body["error"]["message"]
+
+
+def test_service_keeps_serving_after_bad_inputs(client, mnist_test):
+    bad = [b"", b"GIF89a", png_bomb(30000, 30000), b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, b"BM" + b"\xff" * 40]
+    for payload in bad:
+        response = client.post("/digits", files=files_of(payload))
+        assert 400 <= response.status_code < 500, (payload[:10], response.status_code, response.text)
+    ok = client.post("/digits", files=files_of(png_bytes(mnist_test[0][0])))
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "1", "CMYK", "I;16"])
+def test_any_image_mode_is_accepted(client, mode):
+    image = Image.new("L", (40, 40), 255)
+    image.paste(0, (15, 5, 25, 35))
+    buffer = io.BytesIO()
+    fmt = "TIFF" if mode == "CMYK" else "PNG"
+    image.convert(mode).save(buffer, format=fmt)
+    response = client.post("/digits", files=files_of(buffer.getvalue()))
+    assert response.status_code == 200, response.text

@@ -1,0 +1,68 @@
+"""Liveness, readiness, metrics and the OpenAPI description."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import png_bytes
+
+
+def wait_ready(client: TestClient, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get("/readyz")
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_503_until_models_are_loaded(store):
+    app = create_app(Settings(store_dir=store, device="cpu"))
+    cold = TestClient(app)  # lifespan not started: nothing preloaded yet
+    response = cold.get("/readyz")
+    assert response.status_code == 503 and response.json()["status"] == "loading"
+    with TestClient(app) as started:
+        ready = wait_ready(started)
+        assert ready.status_code == 200
+        assert ready.json()["models"]["digits"] == app.state.service.registry.resolve("digits")
+
+
+def test_readyz_503_when_production_model_is_corrupt(store, registry):
+    (registry.version_dir("digits") / "weights.safetensors").write_bytes(b"corrupt")
+    with TestClient(create_app(Settings(store_dir=store, device="cpu"))) as client:
+        time.sleep(0.5)
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "sha256" in response.json()["models"]["digits"]
+        assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_count_requests_per_route_and_model_version(client, registry, mnist_test):
+    client.post("/digits", files=[("file", ("d.png", png_bytes(mnist_test[0][0]), "image/png"))])
+    client.post("/digits", params={"top_k": 0}, files=[("file", ("d.png", b"x", "image/png"))])
+    text = client.get("/metrics").text
+    version = registry.resolve("digits")
+    assert 'modelhouse_http_requests_total{method="POST",route="/digits",status="200"} 1.0' in text
+    assert 'modelhouse_http_requests_total{method="POST",route="/digits",status="422"} 1.0' in text
+    assert f'modelhouse_predictions_total{{task="digits",version="{version}"}} 1.0' in text
+    assert "modelhouse_inference_duration_seconds_bucket" in text
+
+
+def test_openapi_describes_every_endpoint(client):
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in ("/digits", "/models", "/models/{task}", "/models/{task}/{version}",
+                 "/models/{task}/{version}/promote", "/healthz", "/readyz", "/metrics"):
+        assert path in paths
+    digits = paths["/digits"]["post"]
+    assert "multipart/form-data" in digits["requestBody"]["content"]
+    assert {"400", "413", "415", "422"} <= digits["responses"].keys()
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,75 @@
+"""Shared fixtures: real MNIST digits, a private copy of the registry store, and app clients."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from app.settings import Settings
+from models.registry import DEFAULT_ROOT, ModelRegistry
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+ADMIN_TOKEN = "test-admin-token"
+
+
+def _read_idx(path: Path, header: int) -> np.ndarray:
+    return np.frombuffer(gzip.decompress(path.read_bytes()), dtype=np.uint8, offset=header)
+
+
+@pytest.fixture(scope="session")
+def mnist_test() -> tuple[np.ndarray, np.ndarray]:
+    """The first 500 MNIST test digits (uint8 28x28) and their labels."""
+    images = _read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)[:500]
+    labels = _read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz", 8)[:500]
+    return images, labels
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    """A copy of the committed digits store, so tests can register and promote freely."""
+    root = tmp_path / "store"
+    shutil.copytree(DEFAULT_ROOT / "digits", root / "digits")
+    return root
+
+
+@pytest.fixture()
+def registry(store: Path) -> ModelRegistry:
+    return ModelRegistry(store)
+
+
+@pytest.fixture()
+def make_client(store: Path) -> Iterator[Callable[..., TestClient]]:
+    """Factory of started clients (lifespan run, models preloaded) over the private store."""
+    clients: list[TestClient] = []
+
+    def factory(**overrides: object) -> TestClient:
+        settings = Settings(**{"store_dir": store, "device": "cpu", "admin_token": ADMIN_TOKEN, **overrides})
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()

@@ -1,0 +1,83 @@
+"""normalize_digit: photos and drawings must look like MNIST to the committed LeNet-5."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.digit_photos import VARIANTS, mnist_png
+from models.preprocessing import digit_preset, image_to_array, normalize_digit, to_tensor
+from models.registry import ModelRegistry, load_model
+
+PRESET = digit_preset()
+N = 60
+
+
+@pytest.fixture(scope="module")
+def production_model():
+    return load_model(ModelRegistry(), "digits", "production", torch.device("cpu"))
+
+
+def predict(model, arrays: list[np.ndarray]) -> np.ndarray:
+    return model.predict_proba(to_tensor(arrays, PRESET)).argmax(1).numpy()
+
+
+def test_mnist_digit_passes_through_unchanged_in_effect(mnist_test):
+    images, _ = mnist_test
+    errors = []
+    for digit in images[:N]:
+        out = normalize_digit(Image.fromarray(digit))
+        original = digit.astype(np.float32) / 255
+        # equal up to a one-pixel shift (centre-of-mass rounding) and a slight contrast stretch
+        best = min(np.abs(np.roll(out, (dy, dx), axis=(0, 1)) - original).mean()
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        assert best < 0.05
+        errors.append(best)
+        # mass centre stays within half a pixel of MNIST's (14, 14)
+        ys, xs = np.mgrid[0:28, 0:28]
+        assert abs((out * ys).sum() / out.sum() - 14) < 0.75
+        assert abs((out * xs).sum() / out.sum() - 14) < 0.75
+    assert np.mean(errors) < 0.03
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_photo_variants_classify_like_the_clean_digit(variant, mnist_test, production_model):
+    images, labels = mnist_test
+    rng = np.random.default_rng(1)
+    clean = predict(production_model, [image_to_array(mnist_png(d), PRESET, max_pixels=10**8) for d in images[:N]])
+    photos = [image_to_array(VARIANTS[variant](d, rng), PRESET, max_pixels=10**8) for d in images[:N]]
+    varied = predict(production_model, photos)
+    assert (clean == labels[:N]).mean() >= 0.98
+    assert (varied == clean).mean() >= 0.95, f"{variant}: {(varied == clean).mean():.3f} agree with the clean digit"
+
+
+def test_plain_resize_is_what_normalisation_fixes(mnist_test, production_model):
+    images, labels = mnist_test
+    rng = np.random.default_rng(2)
+    photos = [VARIANTS["off_centre"](d, rng) for d in images[:N]]
+    plain = digit_preset(digit_normalization=False)
+    naive = predict(production_model, [image_to_array(p, plain, max_pixels=10**8) for p in photos])
+    normalised = predict(production_model, [image_to_array(p, PRESET, max_pixels=10**8) for p in photos])
+    assert (normalised == labels[:N]).mean() > (naive == labels[:N]).mean() + 0.5
+
+
+def test_blank_paper_gives_an_empty_field():
+    blank = io.BytesIO()
+    Image.new("L", (300, 200), 230).save(blank, format="PNG")
+    assert image_to_array(blank.getvalue(), PRESET, max_pixels=10**8).max() == 0
+
+
+def test_output_is_28x28_in_unit_range(mnist_test):
+    rng = np.random.default_rng(3)
+    out = image_to_array(VARIANTS["noisy_photo"](mnist_test[0][0], rng), PRESET, max_pixels=10**8)
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def test_normalize_digit_rejects_colour_images():
+    with pytest.raises(ValueError, match="mode 'L'"):
+        normalize_digit(Image.new("RGB", (28, 28)))

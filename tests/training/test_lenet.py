@@ -1,0 +1,85 @@
+"""training.lenet on tiny MNIST subsets: it trains, registers a loadable version, and resumes exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import training.engine
+from models.registry import ModelRegistry, load_model
+from training.lenet import main
+
+TINY = ["--limit", "256", "--epochs", "1", "--batch-size", "64", "--no-progress"]
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "lenet5-tanh", "seed000", "cnn2"])
+def test_one_epoch_registers_a_loadable_version(arch: str, tmp_path: Path):
+    code = main([*TINY, "--arch", arch, "--store", str(tmp_path / "store"), "--out-dir", str(tmp_path / "run"),
+                 "--promote"])
+    assert code == 0
+    registry = ModelRegistry(tmp_path / "store")
+    manifest = registry.manifest("digits", "production")
+    assert manifest["architecture"]["name"] == arch
+    assert manifest["training"]["config"]["limit"] == 256 and manifest["training"]["epochs_run"] == 1
+    assert len(manifest["metrics"]["confusion_matrix"]) == 10
+    assert set(manifest["lineage"]["files"]) >= {"train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+    assert set(manifest["artifacts"]) == {"learning_curves.png", "confusion_matrix.png", "history.json", "history.csv"}
+    model = load_model(registry, "digits", "production", torch.device("cpu"))
+    assert model.predict_proba(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_same_seed_gives_identical_weights(tmp_path: Path):
+    for name in ("a", "b"):
+        assert main([*TINY, "--no-register", "--out-dir", str(tmp_path / name)]) == 0
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    args = ["--limit", "256", "--epochs", "3", "--batch-size", "64", "--no-progress", "--early-stopping", "0"]
+    assert main([*args, "--store", str(tmp_path / "s1"), "--out-dir", str(tmp_path / "full")]) == 0
+
+    real_epoch, calls = training.engine.train_one_epoch, {"n": 0}
+
+    def crash_on_third_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(training.engine, "train_one_epoch", crash_on_third_epoch)
+    assert main([*args, "--no-register", "--out-dir", str(tmp_path / "cut")]) == 2
+    monkeypatch.setattr(training.engine, "train_one_epoch", real_epoch)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+    assert main([*args, "--store", str(tmp_path / "s2"), "--out-dir", str(tmp_path / "cut"), "--resume", str(checkpoint)]) == 0
+
+    def weights(store: Path) -> dict[str, torch.Tensor]:
+        registry = ModelRegistry(store)
+        version = registry.versions("digits")[0]
+        return load_file(registry.version_dir("digits", version) / "weights.safetensors")
+
+    full, resumed = weights(tmp_path / "s1"), weights(tmp_path / "s2")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_missing_data_offline_fails_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture):
+    import training.data.mnist as mnist
+
+    def offline(directory: Path) -> None:
+        raise FileNotFoundError(f"MNIST idx files are not in {directory} and the download failed (offline)")
+
+    monkeypatch.setattr(mnist, "_download", offline)
+    assert main([*TINY, "--data-dir", str(tmp_path / "empty"), "--no-register"]) == 2
+    assert "MNIST idx files are not in" in caplog.text
+
+
+def test_bad_choices_name_the_valid_ones(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit):
+        main(["--arch", "vgg"])
+    assert "choose from 'cnn2', 'lenet5', 'lenet5-tanh', 'seed000'" in capsys.readouterr().err
