@@ -67,6 +67,16 @@ class ModelService:
         self._alias_cache[task] = (key, aliases)
         return aliases
 
+    def get_loaded(self, task: str, ref: str = DEFAULT_ALIAS) -> LoadedModel | None:
+        """The model if already loaded (cheap enough for the event loop: a stat and dict lookups), else None."""
+        key = (task, self.resolve(task, ref))
+        with self._lock:
+            return self._loaded.get(key)
+
+    async def acquire(self, task: str, ref: str = DEFAULT_ALIAS) -> LoadedModel:
+        """The model for `task`/`ref`: from the cache, or loaded in a worker thread on first use."""
+        return self.get_loaded(task, ref) or await self.run(self.get, task, ref)
+
     def get(self, task: str, ref: str = DEFAULT_ALIAS) -> LoadedModel:
         """The loaded model for `task`/`ref`, loading (and verifying) it on first use."""
         key = (task, self.resolve(task, ref))

@@ -48,7 +48,7 @@ async def classify_endpoint(task: str, request: Request, top_k: int, version: st
     body = await read_body(request, settings.max_request_bytes)
     parts = file_parts(parse_multipart(body, request.headers.get("content-type")), "file",
                        settings.max_files_per_request)
-    model = await service.run(service.get, task, version)
+    model = await service.acquire(task, version)
     if top_k > len(model.labels):
         raise ApiError(422, "invalid_parameters", f"top_k: must be at most {len(model.labels)} for {task}")
     try:

@@ -51,7 +51,7 @@ async def show_task(task: TaskParam, service: ServiceDep) -> TaskDetail:
 @router.get("/{task}/{version}", response_model=VersionDetail, responses=NOT_FOUND,
             summary="A version's manifest and layer-by-layer summary")
 async def show_version(task: TaskParam, version: VersionParam, service: ServiceDep) -> VersionDetail:
-    model = await service.run(service.get, task, version)
+    model = await service.acquire(task, version)
     channels = model.preprocessing.get("channels", 1)
     height, width = model.preprocessing["size"]
     summary = await service.run(lambda: layer_summary(model.network, (channels, height, width)))
@@ -77,6 +77,6 @@ async def promote_version(task: TaskParam, version: VersionParam, service: Servi
     served by the new version, no restart, and no request ever sees half of one."""
     check_name(alias, "alias")
     previous = service.registry.aliases(task).get(alias)
-    model = await service.run(service.get, task, version)
+    model = await service.acquire(task, version)
     await service.run(service.registry.promote, task, model.version, alias)
     return PromoteResponse(task=task, alias=alias, version=model.version, previous=previous)
