@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install serve test bench train-lenet verify clean-venv
+.PHONY: install serve test bench bench-seeds train-lenet verify clean-venv
 
 install: $(STAMP)
 
@@ -23,8 +23,14 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# wrk (Debian package) is the HTTP load generator; installed here when missing and we are root.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \
+		|| { echo "bench needs wrk: sudo apt-get install wrk"; exit 1; }
 	$(PY) -m bench
+
+bench-seeds: $(STAMP)
+	$(PY) -m bench.lenet_seeds
 
 train-lenet: $(STAMP)
 	$(PY) -m training.lenet --promote

@@ -24,6 +24,7 @@ class ModelRef(BaseModel):
 
 class TopEntry(BaseModel):
     label: str = Field(examples=["7"])
+    index: int = Field(ge=0, description="class index in the model's label list", examples=[7])
     probability: float = Field(ge=0, le=1, examples=[0.998])
 
 

@@ -7,6 +7,7 @@ itself was made, so photos and drawings look like MNIST digits to the network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -186,11 +187,26 @@ def image_to_array(data: bytes, preset: dict[str, Any], *, max_pixels: int, decl
     Raises `models.imaging.ImageError` subclasses for bytes that are not an acceptable image.
     """
     kind = preset.get("kind")
-    if kind != "digit":
-        raise ValueError(f"unknown preprocessing kind {kind!r}; valid: digit")
+    if kind not in ARRAY_BUILDERS:
+        raise ValueError(f"unknown preprocessing kind {kind!r}; valid: {', '.join(sorted(ARRAY_BUILDERS))}")
     image = open_image(data, max_pixels=max_pixels, declared_type=declared_type)
+    return ARRAY_BUILDERS[kind](image, preset)
+
+
+def digit_array(image: Image.Image, preset: dict[str, Any]) -> np.ndarray:
+    """Preset kind "digit": 28x28 grayscale, MNIST-normalised unless `digit_normalization` is off."""
     # JPEG draft: decode at 1/2..1/8 scale but keep >= 224 px, ample for a 20 px digit box.
     gray = load_oriented(image, mode="L", draft_size=(224, 224))
     if preset.get("digit_normalization", True):
         return normalize_digit(gray)
     return resize_plain(gray, preset["size"][0])
+
+
+# preset kind -> builder(opened image, preset) -> HxW or HxWxC float array in [0, 1]
+ARRAY_BUILDERS: dict[str, Callable[[Image.Image, dict[str, Any]], np.ndarray]] = {"digit": digit_array}
+
+
+def example_input(preset: dict[str, Any]) -> torch.Tensor:
+    """A batch of one zero input in the shape a network of `preset` takes (for layer summaries)."""
+    height, width = preset["size"]
+    return torch.zeros(1, preset.get("channels", 1), height, width)

@@ -59,7 +59,8 @@ async def classify_endpoint(task: str, request: Request, top_k: int, version: st
     predictions = []
     values, indices = result.probabilities.topk(top_k, dim=1)
     for part, row_values, row_indices in zip(parts, values.tolist(), indices.tolist()):
-        top = [TopEntry(label=model.labels[i], probability=round(p, 6)) for p, i in zip(row_values, row_indices)]
+        top = [TopEntry(label=model.labels[i], index=i, probability=round(p, 6))
+               for p, i in zip(row_values, row_indices)]
         predictions.append(Prediction(filename=part.filename, label=top[0].label, confidence=top[0].probability, top=top))
     metrics.inference_latency.labels(task, model.version).observe(result.seconds)
     metrics.predictions.labels(task, model.version).inc(len(parts))

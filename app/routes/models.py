@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from app.dependencies import ServiceDep, require_admin
 from app.schemas import (ErrorResponse, LayerSummary, ModelsIndex, PromoteResponse, TaskDetail, TaskSummary,
                          VersionBrief, VersionDetail)
+from models.preprocessing import example_input
 from models.registry import DEFAULT_ALIAS, layer_summary
 from models.registry.store import check_name
 
@@ -52,9 +53,7 @@ async def show_task(task: TaskParam, service: ServiceDep) -> TaskDetail:
             summary="A version's manifest and layer-by-layer summary")
 async def show_version(task: TaskParam, version: VersionParam, service: ServiceDep) -> VersionDetail:
     model = await service.acquire(task, version)
-    channels = model.preprocessing.get("channels", 1)
-    height, width = model.preprocessing["size"]
-    summary = await service.run(lambda: layer_summary(model.network, (channels, height, width)))
+    summary = await service.run(lambda: layer_summary(model.network, example_input(model.preprocessing)))
     return VersionDetail(task=task, version=model.version, aliases=_aliases_of(service.registry.aliases(task), model.version),
                          manifest=model.manifest, summary=LayerSummary(**summary))
 

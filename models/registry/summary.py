@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 
-def layer_summary(network: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Run a zero input of `input_shape` (C, H, W) through `network` and record each leaf layer.
+def layer_summary(network: nn.Module, example: torch.Tensor) -> dict[str, Any]:
+    """Run `example` (a batch of one, e.g. from `models.preprocessing.example_input`) through
+    `network` and record each leaf layer.
 
     Returns {"input_shape", "layers": [{name, type, output_shape, parameters}], "total_parameters",
     "trainable_parameters"}. Output shapes include the batch dimension as -1.
@@ -39,12 +40,12 @@ def layer_summary(network: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
     try:
         device = next((p.device for p in network.parameters()), torch.device("cpu"))
         with torch.inference_mode():
-            network(torch.zeros((1, *input_shape), device=device))
+            network(example.to(device))
     finally:
         for handle in hooks:
             handle.remove()
     return {
-        "input_shape": [-1, *input_shape],
+        "input_shape": [-1, *example.shape[1:]],
         "layers": rows,
         "total_parameters": sum(p.numel() for p in network.parameters()),
         "trainable_parameters": sum(p.numel() for p in network.parameters() if p.requires_grad),

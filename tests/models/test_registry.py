@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.networks import build_network
-from models.preprocessing import digit_preset
+from models.preprocessing import digit_preset, example_input
 from models.registry import (ChecksumMismatchError, InvalidManifestError, InvalidVersionIdError, ModelRegistry,
                              UnknownTaskError, UnknownVersionError, layer_summary, load_model)
 from models.registry.__main__ import main as cli
@@ -111,7 +111,7 @@ def test_lookup_errors_name_the_valid_choices(tmp_path: Path):
 
 
 def test_layer_summary_lists_shapes_and_parameters():
-    summary = layer_summary(build_network("lenet5"), (1, 28, 28))
+    summary = layer_summary(build_network("lenet5"), example_input(digit_preset()))
     assert summary["total_parameters"] == 61_706
     first = summary["layers"][0]
     assert first == {"name": "features.0", "type": "Conv2d", "output_shape": [-1, 6, 28, 28], "parameters": 156}
