@@ -1,11 +1,12 @@
-"""Image classification for any registered image task: decode -> preprocess (per manifest) -> one forward pass.
+"""Image classification for any registered image task, one micro-batch at a time.
 
-Blocking code: the routes run it through `ModelService.run`, off the event loop.
+`classify_batch` is the blocking per-batch function a `MicroBatcher` runs off the event loop:
+decode + preprocess (per the manifest's preset) every item, then ONE forward pass over all
+the good ones. A bad image fails only its own item.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -14,34 +15,29 @@ from models.imaging import ImageError
 from models.preprocessing import image_to_array, to_tensor
 from models.registry import LoadedModel
 
-from app.uploads import Part
-
-
-class FileError(Exception):
-    """An image error tied to the file (by position and name) it came from."""
-
-    def __init__(self, index: int, part: Part, error: ImageError) -> None:
-        name = part.filename or f"part {index + 1}"
-        super().__init__(f"file {index + 1} ({name}): {error}")
-        self.error = error
-
 
 @dataclass(frozen=True)
-class Classified:
-    probabilities: torch.Tensor  # N x classes
-    seconds: float
+class ImageItem:
+    """One uploaded file to classify."""
+
+    data: bytes
+    content_type: str | None
 
 
-def classify_parts(model: LoadedModel, parts: list[Part], *, max_pixels: int) -> Classified:
-    """All files of one request as a single batch; raises `FileError` naming the first bad file."""
-    started = time.perf_counter()
-    arrays = []
-    for index, part in enumerate(parts):
+def classify_batch(model: LoadedModel, items: list[ImageItem], *, max_pixels: int) -> list[torch.Tensor | ImageError]:
+    """Per item: its class-probability row, or the `ImageError` that made it unusable."""
+    outcomes: list[torch.Tensor | ImageError] = []
+    arrays, good = [], []
+    for index, item in enumerate(items):
         try:
-            arrays.append(image_to_array(part.data, model.preprocessing, max_pixels=max_pixels,
-                                         declared_type=part.content_type))
+            arrays.append(image_to_array(item.data, model.preprocessing, max_pixels=max_pixels,
+                                         declared_type=item.content_type))
+            good.append(index)
+            outcomes.append(None)  # type: ignore[arg-type]  # filled below
         except ImageError as exc:
-            raise FileError(index, part, exc) from exc
-    batch = to_tensor(arrays, model.preprocessing)
-    probabilities = model.predict_proba(batch)
-    return Classified(probabilities, time.perf_counter() - started)
+            outcomes.append(exc)
+    if arrays:
+        probabilities = model.predict_proba(to_tensor(arrays, model.preprocessing))
+        for row, index in zip(probabilities, good):
+            outcomes[index] = row
+    return outcomes

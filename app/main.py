@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
+from app.batching import BatchPolicy
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.model_service import ModelService, pick_device
@@ -31,8 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(settings.torch_threads)
+    policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
     service = ModelService(ModelRegistry(settings.store_dir), pick_device(settings.device),
-                           max_loaded=settings.max_loaded_models, workers=settings.inference_workers)
+                           max_loaded=settings.max_loaded_models, workers=settings.inference_workers,
+                           batch_policy=policy, task_policies=settings.batching)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -43,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if task is not None and not task.done():
             task.cancel()
+        await service.close()
 
     app = FastAPI(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.service, app.state.metrics = settings, service, Metrics()

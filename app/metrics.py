@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from app.batching import BatchObserver
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -25,8 +26,31 @@ class Metrics:
             "modelhouse_prediction_duration_seconds", "request latency of successful predictions, per model version",
             ["task", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference_latency = Histogram(
-            "modelhouse_inference_duration_seconds", "decode + forward time of one request's batch, per model version",
+            "modelhouse_inference_duration_seconds", "decode + forward time of one micro-batch, per model version",
             ["task", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.queue_depth = Gauge("modelhouse_queue_depth", "items waiting for a micro-batch, per model version",
+                                 ["task", "version"], registry=self.registry)
+        self.batch_size = Histogram("modelhouse_batch_size", "items per forward pass, per model version",
+                                    ["task", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                                    registry=self.registry)
+        self.rejected = Counter("modelhouse_rejected_total", "requests shed (503 queue full, 504 timeout)",
+                                ["task", "version", "reason"], registry=self.registry)
+
+    def batch_observer(self, task: str, version: str) -> BatchObserver:
+        """Feeds a model version's batcher events into the queue-depth, batch-size and latency metrics."""
+        depth = self.queue_depth.labels(task, version)
+        size = self.batch_size.labels(task, version)
+        latency = self.inference_latency.labels(task, version)
+
+        class Observer(BatchObserver):
+            def queue_depth(self, value: int) -> None:
+                depth.set(value)
+
+            def batch_done(self, items: int, seconds: float) -> None:
+                size.observe(items)
+                latency.observe(seconds)
+
+        return Observer()
 
 
 class MetricsMiddleware:

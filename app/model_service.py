@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 import anyio
 import torch
 
+from app.batching import BatchObserver, BatchPolicy, MicroBatcher
 from models.registry import DEFAULT_ALIAS, LoadedModel, ModelRegistry, load_model
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,12 @@ def pick_device(name: str) -> torch.device:
 class ModelService:
     """Thread-safe cache of loaded versions, keyed by (task, version)."""
 
-    def __init__(self, registry: ModelRegistry, device: torch.device, *, max_loaded: int, workers: int) -> None:
+    def __init__(self, registry: ModelRegistry, device: torch.device, *, max_loaded: int, workers: int,
+                 batch_policy: BatchPolicy | None = None, task_policies: dict[str, dict[str, Any]] | None = None) -> None:
         self.registry = registry
+        self.batch_policy = batch_policy or BatchPolicy()
+        self.task_policies = task_policies or {}
+        self._batchers: dict[tuple[str, str], MicroBatcher] = {}
         self.device = device
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
@@ -119,6 +124,26 @@ class ModelService:
                 status[task] = f"error: {exc}"
                 ok = False
         self.readiness, self.ready = status, ok
+
+    # ---- batching ------------------------------------------------------------------
+    def batcher(self, model: LoadedModel, process: Callable[[list[Any]], list[Any]],
+                observer: BatchObserver | None = None) -> MicroBatcher:
+        """The micro-batcher of `model` (created on first use; event-loop thread only).
+
+        Policy precedence: settings' per-task overrides > the manifest's "serving" block > global settings.
+        """
+        key = (model.task, model.version)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            policy = self.batch_policy.merged(model.manifest.get("serving")).merged(self.task_policies.get(model.task))
+            batcher = MicroBatcher(process, policy, self.run, observer)
+            self._batchers[key] = batcher
+        return batcher
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
 
     # ---- running blocking work -----------------------------------------------------
     async def run(self, func: Callable[..., T], *args: Any) -> T:

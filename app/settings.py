@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.registry import DEFAULT_ROOT
@@ -24,6 +24,19 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(64, gt=0)
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per inference call")
     inference_workers: int = Field(1, ge=1, description="concurrent inference calls (1 measured best on 2 cores)")
+    batch_max_size: int = Field(64, ge=1, description="largest micro-batch per forward pass")
+    batch_max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a small batch to grow (0: run at once; batches still form under load)")
+    queue_max: int = Field(256, ge=1, description="queued items per model before answering 503")
+    request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
+    batching: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='per-task overrides, e.g. {"imagenet": {"max_batch_size": 8, "max_wait_ms": 2}} (JSON in the env)')
     max_loaded_models: int = Field(8, ge=1, description="LRU size of loaded versions (aliased ones are kept)")
     preload: bool = Field(True, description="load every task's production version at startup")
     log_level: str = Field("INFO")
+
+    @model_validator(mode="after")
+    def _timeout_exceeds_batch_wait(self) -> Settings:
+        if self.request_timeout_s * 1000 <= self.batch_max_wait_ms:
+            raise ValueError("request_timeout_s must be longer than batch_max_wait_ms")
+        return self

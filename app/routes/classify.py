@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from functools import partial
 
 from fastapi import Request
 
 from app.dependencies import MetricsDep, ServiceDep, SettingsDep
 from app.errors import DOMAIN_ERRORS, ApiError
-from app.inference import FileError, classify_parts
+from app.batching import QueueFullError, gather_with_timeout
+from app.inference import ImageItem, classify_batch
 from app.schemas import ClassificationResponse, ErrorResponse, ModelRef, Prediction, TopEntry
 from app.uploads import file_parts, parse_multipart, read_body
+from models.imaging import ImageError
+from models.registry import LoadedModel
 
 MULTIPART_BODY = {
     "requestBody": {
@@ -37,13 +42,16 @@ ERROR_RESPONSES = {
         413: "upload or image too large",
         415: "not multipart/form-data, or a file that is not a supported image",
         422: "invalid parameters (top_k, version, missing file part)",
+        503: "the model's queue is full (Retry-After says when to retry)",
+        504: "inference did not finish within the request timeout",
     }.items()
 }
 
 
 async def classify_endpoint(task: str, request: Request, top_k: int, version: str, settings: SettingsDep,
                             service: ServiceDep, metrics: MetricsDep) -> ClassificationResponse:
-    """Read the upload once, resolve the version once, classify every file in one batch."""
+    """Read the upload once, resolve the version once, and queue every file into the model's
+    micro-batcher; the files of this and concurrent requests share forward passes."""
     started = time.perf_counter()
     body = await read_body(request, settings.max_request_bytes)
     parts = file_parts(parse_multipart(body, request.headers.get("content-type")), "file",
@@ -51,18 +59,34 @@ async def classify_endpoint(task: str, request: Request, top_k: int, version: st
     model = await service.acquire(task, version)
     if top_k > len(model.labels):
         raise ApiError(422, "invalid_parameters", f"top_k: must be at most {len(model.labels)} for {task}")
-    try:
-        result = await service.run(lambda: classify_parts(model, parts, max_pixels=settings.max_image_pixels))
-    except FileError as exc:
-        status, code = DOMAIN_ERRORS[type(exc.error)]
-        raise ApiError(status, code, str(exc)) from exc
+    rows = await run_batched(model, [ImageItem(p.data, p.content_type) for p in parts], settings, service, metrics)
     predictions = []
-    values, indices = result.probabilities.topk(top_k, dim=1)
-    for part, row_values, row_indices in zip(parts, values.tolist(), indices.tolist()):
+    for index, (part, row) in enumerate(zip(parts, rows)):
+        if isinstance(row, ImageError):
+            status, code = DOMAIN_ERRORS[type(row)]
+            raise ApiError(status, code, f"file {index + 1} ({part.filename or 'unnamed'}): {row}")
+        values, indices = row.topk(top_k)
         top = [TopEntry(label=model.labels[i], index=i, probability=round(p, 6))
-               for p, i in zip(row_values, row_indices)]
+               for p, i in zip(values.tolist(), indices.tolist())]
         predictions.append(Prediction(filename=part.filename, label=top[0].label, confidence=top[0].probability, top=top))
-    metrics.inference_latency.labels(task, model.version).observe(result.seconds)
     metrics.predictions.labels(task, model.version).inc(len(parts))
     metrics.prediction_latency.labels(task, model.version).observe(time.perf_counter() - started)
     return ClassificationResponse(model=ModelRef(task=task, version=model.version), predictions=predictions)
+
+
+async def run_batched(model: LoadedModel, items: list[ImageItem], settings: SettingsDep, service: ServiceDep,
+                      metrics: MetricsDep) -> list:
+    """Outcomes of `items` through the model's micro-batcher: 503 when its queue is full, 504 past the deadline."""
+    batcher = service.batcher(model, partial(classify_batch, model, max_pixels=settings.max_image_pixels),
+                              metrics.batch_observer(model.task, model.version))
+    try:
+        futures = batcher.submit(items)
+    except QueueFullError as exc:
+        metrics.rejected.labels(model.task, model.version, "queue_full").inc()
+        raise ApiError(503, "overloaded", f"{model.task} is at capacity ({exc}); retry shortly",
+                       headers={"Retry-After": "1"}) from exc
+    try:
+        return await gather_with_timeout(futures, settings.request_timeout_s)
+    except asyncio.TimeoutError:
+        metrics.rejected.labels(model.task, model.version, "timeout").inc()
+        raise ApiError(504, "timeout", f"inference did not finish within {settings.request_timeout_s} s") from None

@@ -107,7 +107,7 @@ def test_promotion_is_atomic_under_concurrent_requests(store, registry, mnist_te
     images, labels = mnist_test
     old, new = registry.resolve("digits"), register_shifted_copy(registry)
     expected = {old: lambda y: y, new: lambda y: (y + 1) % 10}
-    app = create_app(Settings(store_dir=store, device="cpu", admin_token=ADMIN_TOKEN, preload=False))
+    app = create_app(Settings(store_dir=store, device="cpu", admin_token=ADMIN_TOKEN, preload=False, queue_max=1000))
     body = [("file", (f"{i}.png", png_bytes(images[i]), "image/png")) for i in range(8)]
 
     async def scenario() -> list[dict]:

@@ -1,0 +1,161 @@
+"""Micro-batching: concurrent requests for one model version run as one forward pass.
+
+Each served (task, version) gets a `MicroBatcher`: requests put items in a bounded queue
+and await futures; one runner coroutine takes whatever is queued (up to `max_batch_size`),
+optionally waits up to `max_wait_ms` for more while the batch is small, and hands the batch
+to a worker thread. While a batch runs, new arrivals queue up and form the next batch, so
+batches grow with load and a lone request is never held back by more than `max_wait_ms`
+(0 by default: it runs at once). A full queue raises `QueueFullError` at once (-> 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BatchFn = Callable[[list[Any]], list[Any]]  # blocking: one outcome (result or exception) per item
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How one model's requests are batched and bounded."""
+
+    max_batch_size: int = 64
+    max_wait_ms: float = 0.0
+    max_queue: int = 256
+
+    def merged(self, overrides: dict[str, Any] | None) -> BatchPolicy:
+        """This policy with the keys of `overrides` (e.g. a manifest's "serving" block) replaced."""
+        if not overrides:
+            return self
+        known = {k: overrides[k] for k in ("max_batch_size", "max_wait_ms", "max_queue") if k in overrides}
+        return BatchPolicy(**{**self.__dict__, **known})
+
+
+class QueueFullError(Exception):
+    """The model's queue is at `max_queue` items; the caller should answer 503 with Retry-After."""
+
+
+class BatchObserver:
+    """Hooks for metrics; the default does nothing."""
+
+    def queue_depth(self, depth: int) -> None: ...
+
+    def batch_done(self, size: int, seconds: float) -> None: ...
+
+
+@dataclass
+class _Item:
+    payload: Any
+    future: asyncio.Future[Any]
+
+
+class MicroBatcher:
+    """Batches items for one model; `run_blocking(fn, items)` runs a batch off the event loop."""
+
+    def __init__(self, process: BatchFn, policy: BatchPolicy,
+                 run_blocking: Callable[[BatchFn, list[Any]], Awaitable[list[Any]]],
+                 observer: BatchObserver | None = None) -> None:
+        self.process, self.policy, self.run_blocking = process, policy, run_blocking
+        self.observer = observer or BatchObserver()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._arrived: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    def submit(self, payloads: Sequence[Any]) -> list[asyncio.Future[Any]]:
+        """Queue `payloads` (all or none) and return one future per payload."""
+        if len(self._queue) + len(payloads) > self.policy.max_queue:
+            raise QueueFullError(f"queue full ({len(self._queue)} waiting, limit {self.policy.max_queue})")
+        loop = asyncio.get_running_loop()
+        self._start(loop)
+        items = [_Item(payload, loop.create_future()) for payload in payloads]
+        self._queue.extend(items)
+        self.observer.queue_depth(len(self._queue))
+        assert self._arrived is not None
+        self._arrived.set()
+        return [item.future for item in items]
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is loop and self._runner is not None and not self._runner.done():
+            return
+        self.loop, self._arrived = loop, asyncio.Event()
+        self._runner = loop.create_task(self._run(), name="micro-batcher")
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for item in self._queue:
+            if not item.future.done():
+                item.future.cancel()
+        self._queue.clear()
+
+    async def _run(self) -> None:
+        assert self._arrived is not None
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._queue:
+                await self._gather_more()
+                batch = self._take_batch()
+                if batch:
+                    await self._execute(batch)
+
+    async def _gather_more(self) -> None:
+        """While the batch is small, wait up to `max_wait_ms` for more arrivals."""
+        if self.policy.max_wait_ms <= 0 or len(self._queue) >= self.policy.max_batch_size:
+            return
+        assert self._arrived is not None
+        deadline = time.perf_counter() + self.policy.max_wait_ms / 1000
+        while len(self._queue) < self.policy.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Item]:
+        batch: list[_Item] = []
+        while self._queue and len(batch) < self.policy.max_batch_size:
+            item = self._queue.popleft()
+            if not item.future.done():  # skip items whose request timed out or went away
+                batch.append(item)
+        self.observer.queue_depth(len(self._queue))
+        return batch
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes = await self.run_blocking(self.process, [item.payload for item in batch])
+        except Exception as exc:  # a bug in `process`: fail this batch's requests, keep serving
+            log.exception("batch of %d failed", len(batch))
+            outcomes = [exc] * len(batch)
+        self.observer.batch_done(len(batch), time.perf_counter() - started)
+        for item, outcome in zip(batch, outcomes):
+            if item.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
+
+async def gather_with_timeout(futures: list[asyncio.Future[Any]], timeout: float) -> list[Any]:
+    """Results of `futures` (exceptions returned, not raised); cancels them all on timeout."""
+    try:
+        return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
+    except asyncio.TimeoutError:
+        for future in futures:
+            future.cancel()
+        raise
