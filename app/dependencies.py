@@ -14,15 +14,17 @@ from app.model_service import ModelService
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# async on purpose: FastAPI runs plain `def` dependencies in its thread pool, a thread hop
+# per dependency per request; these only read app state.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_service(request: Request) -> ModelService:
+async def get_service(request: Request) -> ModelService:
     return request.app.state.service
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -32,7 +34,7 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 _bearer = HTTPBearer(auto_error=False, description="MODELHOUSE_ADMIN_TOKEN")
 
 
-def require_admin(
+async def require_admin(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """403 when no admin token is configured (mutations disabled), 401 without a bearer token, 403 when wrong."""

@@ -12,7 +12,8 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
-import anyio
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from app.batching import BatchObserver, BatchPolicy, MicroBatcher
@@ -46,7 +47,10 @@ class ModelService:
         self._lock = threading.Lock()
         self._load_locks: dict[tuple[str, str], threading.Lock] = {}
         self._alias_cache: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
-        self.limiter = anyio.CapacityLimiter(workers)
+        # A dedicated pool (not the framework's shared one): inference never waits behind other work,
+        # and asyncio's run_in_executor is the cheapest hop off the event loop.
+        self.workers = workers
+        self._executor: ThreadPoolExecutor | None = None
         self.readiness: dict[str, str] = {}
         self.ready = False
 
@@ -127,8 +131,9 @@ class ModelService:
 
     # ---- batching ------------------------------------------------------------------
     def batcher(self, model: LoadedModel, process: Callable[[list[Any]], list[Any]],
-                observer: BatchObserver | None = None) -> MicroBatcher:
-        """The micro-batcher of `model` (created on first use; event-loop thread only).
+                observer: Callable[[], BatchObserver] | None = None) -> MicroBatcher:
+        """The micro-batcher of `model`, created on first use with `process` and `observer()`
+        (event-loop thread only; later calls reuse it and ignore both arguments).
 
         Policy precedence: settings' per-task overrides > the manifest's "serving" block > global settings.
         """
@@ -136,7 +141,7 @@ class ModelService:
         batcher = self._batchers.get(key)
         if batcher is None:
             policy = self.batch_policy.merged(model.manifest.get("serving")).merged(self.task_policies.get(model.task))
-            batcher = MicroBatcher(process, policy, self.run, observer)
+            batcher = MicroBatcher(process, policy, self.run, observer() if observer else None)
             self._batchers[key] = batcher
         return batcher
 
@@ -144,8 +149,13 @@ class ModelService:
         for batcher in self._batchers.values():
             await batcher.close()
         self._batchers.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     # ---- running blocking work -----------------------------------------------------
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run blocking `func(*args)` in a worker thread, at most `workers` at a time."""
-        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="inference")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)

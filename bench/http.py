@@ -49,8 +49,9 @@ class Payload:
     path: Path
     filename: str
     content_type: str
-    label: int
+    label: int | str
     description: str
+    endpoint: str = "/digits"
 
 
 @dataclass(frozen=True)
@@ -99,23 +100,32 @@ def make_payloads(directory: Path, image: np.ndarray, label: int, seed: int) -> 
 
 
 @contextmanager
-def running_server(port: int, log_path: Path, ready_timeout: float = 60.0) -> Iterator[str]:
+def running_server(port: int, log_path: Path, ready_timeout: float = 60.0, app: str = "app.main:app",
+                   env: dict[str, str] | None = None) -> Iterator[str]:
+    """`server_process` yielding only the base URL."""
+    with server_process(port, log_path, ready_timeout, app, env) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(port: int, log_path: Path, ready_timeout: float = 60.0, app: str = "app.main:app",
+                   env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start uvicorn on 127.0.0.1:`port`, yield its base URL once /readyz is 200, always kill it after.
 
     Raises `BenchError` if the server exits early or is not ready within `ready_timeout` seconds
     (the tail of its log, written to `log_path`, is included).
     """
-    cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
            "--no-access-log", "--log-level", "warning"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **SERVER_ENV}, stdout=log_file,
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **SERVER_ENV, **(env or {})}, stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url, proc, ready_timeout, log_path)
             log.info("server pid %d ready at %s", proc.pid, url)
-            yield url
+            yield url, proc
         finally:
             stop_server(proc)
 
@@ -164,16 +174,16 @@ def preflight(url: str, payload: Payload) -> None:
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{payload.filename}"\r\n'
             f"Content-Type: {payload.content_type}\r\n\r\n").encode() + payload.path.read_bytes() + \
         f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"{url}/digits", data=body, method="POST",
+    request = urllib.request.Request(f"{url}{payload.endpoint}", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             answer = json.load(response)
     except urllib.error.HTTPError as exc:
-        raise BenchError(f"POST /digits with {payload.name} answered {exc.code}: {exc.read()[:300]!r}") from exc
+        raise BenchError(f"POST {payload.endpoint} with {payload.name} answered {exc.code}: {exc.read()[:300]!r}") from exc
     label = answer["predictions"][0]["label"]
     if str(label) != str(payload.label):
-        log.warning("%s: server predicts %s, the digit is %d", payload.name, label, payload.label)
+        log.warning("%s: server predicts %s, expected %s", payload.name, label, payload.label)
 
 
 def settle(url: str, payload: Payload, pause: float = 0.5) -> None:
@@ -188,7 +198,7 @@ def settle(url: str, payload: Payload, pause: float = 0.5) -> None:
 def run_wrk(url: str, payload: Payload, connections: int, duration: int, timeout: int) -> WrkResult:
     """One `wrk -t1 -cN -dS` run posting `payload` to /digits; raises `BenchError` without a summary line."""
     cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s", "-s", str(LUA_SCRIPT),
-           f"{url}/digits", "--", str(payload.path), payload.filename, payload.content_type]
+           f"{url}{payload.endpoint}", "--", str(payload.path), payload.filename, payload.content_type]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout + 60)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(WRK_MARKER)), None)
     if proc.returncode != 0 or line is None:

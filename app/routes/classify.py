@@ -78,7 +78,7 @@ async def run_batched(model: LoadedModel, items: list[ImageItem], settings: Sett
                       metrics: MetricsDep) -> list:
     """Outcomes of `items` through the model's micro-batcher: 503 when its queue is full, 504 past the deadline."""
     batcher = service.batcher(model, partial(classify_batch, model, max_pixels=settings.max_image_pixels),
-                              metrics.batch_observer(model.task, model.version))
+                              partial(metrics.batch_observer, model.task, model.version))
     try:
         futures = batcher.submit(items)
     except QueueFullError as exc:

@@ -1,0 +1,167 @@
+"""Serving performance against a tutorial baseline: `python -m bench.serving`.
+
+One run, one server after the other on the same machine: the project's service and the
+tutorial FastAPI app (`bench/baseline_app.py`, same weights), each driven by `wrk -t1` (the
+load generator shares the 2 cores with the server) at 1, 8, 32 and 64 connections, for a
+28x28 PNG and a 640x480 JPEG photo of a digit (and a 640x480 JPEG for /imagenet/top5 when an
+imagenet model is registered). Reports req/s, p50, p99 and errors per cell and the ratio
+project/baseline, the in-process ceilings (decode per image, forward at batch 1/32/256), and
+an overload run (256 connections) with 503 counts and server RSS before/after.
+Results: bench/results/serving.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import ceilings
+from bench.http import Payload, free_port, make_payloads, preflight, require_wrk, run_wrk, server_process, settle
+
+log = logging.getLogger("bench.serving")
+RESULTS = Path(__file__).resolve().parent / "results"
+BASELINE = "bench.baseline_app:app"
+
+
+def imagenet_payload(directory: Path) -> Payload | None:
+    """A 640x480 JPEG of a sample photo for /imagenet/top5, if an imagenet model is registered."""
+    from models.registry import ModelRegistry
+
+    if "production" not in ModelRegistry().aliases("imagenet"):
+        return None
+    from PIL import Image
+
+    source = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples" / "teapot.jpg"
+    path = directory / "imagenet.jpg"
+    Image.open(source).convert("RGB").resize((640, 480)).save(path, quality=90)
+    return Payload("imagenet_jpeg", path, "teapot.jpg", "image/jpeg", "teapot", "640x480 JPEG q90",
+                   endpoint="/imagenet/top5")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(app: str, env: dict[str, str], payloads: list[Payload], connections: list[int], duration: int,
+            log_path: Path) -> list[dict[str, Any]]:
+    """Start `app`, run every payload at every connection count, stop it."""
+    rows = []
+    with server_process(free_port(), log_path, app=app, env=env) as (url, _proc):
+        for payload in payloads:
+            preflight(url, payload)
+            run_wrk(url, payload, max(connections), 2, 10)  # warm-up, discarded
+            settle(url, payload)
+            for count in connections:
+                result = run_wrk(url, payload, count, duration, 10)
+                settle(url, payload)
+                log.info("%s %s c=%d: %.0f req/s p50 %.2f p99 %.2f err %d", app, payload.name, count,
+                         result.requests_per_s, result.latency_ms["p50"], result.latency_ms["p99"], result.error_total)
+                rows.append({"server": "baseline" if app == BASELINE else "project", "payload": payload.name,
+                             "connections": count, "req_s": result.requests_per_s, "p50": result.latency_ms["p50"],
+                             "p99": result.latency_ms["p99"], "errors": result.errors})
+    return rows
+
+
+def overload(payload: Payload, seconds: int, log_path: Path) -> dict[str, Any]:
+    """256 connections for `seconds` against the project: shed load, answered requests, RSS drift."""
+    with server_process(free_port(), log_path) as (url, proc):
+        preflight(url, payload)
+        run_wrk(url, payload, 64, 3, 10)
+        settle(url, payload)
+        before = rss_mb(proc.pid)
+        result = run_wrk(url, payload, 256, seconds, 10)
+        settle(url, payload)
+        after = rss_mb(proc.pid)
+        accepted_p99 = server_p99(url)
+    return {"payload": payload.name, "seconds": seconds, "requests": result.requests, "req_s": result.requests_per_s,
+            "p50_all": result.latency_ms["p50"], "p99_all": result.latency_ms["p99"], "errors": result.errors,
+            "accepted_p99_ms_server": accepted_p99, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1)}
+
+
+def server_p99(url: str) -> float | None:
+    """p99 (upper bucket bound, ms) of successful /digits predictions from the server's own histogram."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("modelhouse_prediction_duration_seconds_bucket") and 'task="digits"' in line:
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(bound * 1000 for bound, count in sorted(buckets) if count >= 0.99 * total)
+
+
+def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str, Any] | None, duration: int) -> str:
+    lines = ["## Serving: project vs tutorial baseline (wrk -t1, %d s per cell; wrk shares the 2 cores)" % duration, "",
+             "| payload | conns | project req/s | p50 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms | errors | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    index = {(r["server"], r["payload"], r["connections"]): r for r in rows}
+    for (server, payload, conns), r in index.items():
+        if server != "project":
+            continue
+        b = index.get(("baseline", payload, conns))
+        base = f"{b['req_s']:.0f} | {b['p50']:.2f} | {b['p99']:.2f} | {sum(b['errors'].values())}" if b else "- | - | - | -"
+        ratio = f"{r['req_s'] / b['req_s']:.1f}x" if b and b["req_s"] else "-"
+        lines.append(f"| {payload} | {conns} | {r['req_s']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                     f"{sum(r['errors'].values())} | {base} | {ratio} |")
+    lines += ["", "## In-process ceilings (one thread)", "", "| what | per second | ms each |", "|---|---:|---:|"]
+    lines += [f"| {name} | {per_s:,.0f} | {1000 / per_s:.3f} |" for name, per_s in ceiling.items()]
+    if over:
+        lines += ["", f"## Overload: 256 connections for {over['seconds']} s, {over['payload']}", "",
+                  f"- answered {over['requests']:,} requests ({over['req_s']:.0f}/s); wrk errors {over['errors']} "
+                  f"(status = 503 shed; connect/read/write/timeout = lost)",
+                  f"- latency of all answers p50 {over['p50_all']:.1f} ms, p99 {over['p99_all']:.1f} ms; "
+                  f"accepted predictions p99 <= {over['accepted_p99_ms_server']} ms (server histogram bucket)",
+                  f"- server RSS {over['rss_before_mb']} MB before, {over['rss_after_mb']} MB after"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk cell")
+    parser.add_argument("--connections", default="1,8,32,64")
+    parser.add_argument("--overload", type=int, default=60, metavar="SECONDS", help="256-connection run; 0 skips")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    require_wrk()
+    connections = [int(c) for c in args.connections.split(",")]
+    from bench.accuracy import load_test_set
+
+    images, labels = load_test_set()
+    payload_dir = RESULTS / "payloads"
+    digits = make_payloads(payload_dir, images[0], int(labels[0]), 0)
+    imagenet = imagenet_payload(payload_dir)
+    ceiling = ceilings.measure(digits, imagenet)
+    rows = measure("app.main:app", {}, digits + ([imagenet] if imagenet else []), connections, args.duration,
+                   RESULTS / "server-project.log")
+    if not args.skip_baseline:
+        rows += measure(BASELINE, {"MODELHOUSE_BASELINE_TASK": "digits"}, digits, connections, args.duration,
+                        RESULTS / "server-baseline.log")
+        if imagenet:
+            rows += measure(BASELINE, {"MODELHOUSE_BASELINE_TASK": "imagenet"}, [imagenet], connections,
+                            args.duration, RESULTS / "server-baseline-imagenet.log")
+    over = overload(digits[0], args.overload, RESULTS / "server-overload.log") if args.overload else None
+    report = markdown(rows, ceiling, over, args.duration)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "serving.md").write_text(report)
+    (RESULTS / "serving.json").write_text(json.dumps({"rows": rows, "ceilings": ceiling, "overload": over,
+                                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
