@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app.batching import BatchPolicy
 from app.errors import install_error_handlers
+from app.fastlane import FastLane
 from app.metrics import Metrics, MetricsMiddleware
 from app.model_service import ModelService, pick_device
 from app.routes import digits, health, models
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.service, app.state.metrics = settings, service, Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if settings.fast_lane:  # added last = outermost: it sees requests before anything else
+        app.add_middleware(FastLane, settings=settings, service=service, metrics=app.state.metrics)
     install_error_handlers(app)
     for module in (digits, models, health):
         app.include_router(module.router)

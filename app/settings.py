@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     batching: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description='per-task overrides, e.g. {"imagenet": {"max_batch_size": 8, "max_wait_ms": 2}} (JSON in the env)')
+    fast_lane: bool = Field(True, description="serve the classification POSTs by the pure-ASGI fast lane")
     max_loaded_models: int = Field(8, ge=1, description="LRU size of loaded versions (aliased ones are kept)")
     preload: bool = Field(True, description="load every task's production version at startup")
     log_level: str = Field("INFO")

@@ -1,9 +1,10 @@
-"""Shared handling of image-classification endpoints (`/digits`, later `/components`, `/imagenet/top5`)."""
+"""Shared handling of image-classification endpoints (`/digits`, `/components`, `/imagenet/top5`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from functools import partial
 
 from fastapi import Request
@@ -12,7 +13,10 @@ from app.dependencies import MetricsDep, ServiceDep, SettingsDep
 from app.errors import DOMAIN_ERRORS, ApiError
 from app.batching import QueueFullError, gather_with_timeout
 from app.inference import ImageItem, classify_batch
+from app.metrics import Metrics
+from app.model_service import ModelService
 from app.schemas import ClassificationResponse, ErrorResponse, ModelRef, Prediction, TopEntry
+from app.settings import Settings
 from app.uploads import file_parts, parse_multipart, read_body
 from models.imaging import ImageError
 from models.registry import LoadedModel
@@ -48,14 +52,38 @@ ERROR_RESPONSES = {
 }
 
 
+@dataclass(frozen=True)
+class ClassifyRoute:
+    """An image-classification endpoint: its task and its `top_k` default and maximum."""
+
+    task: str
+    default_top_k: int
+    max_top_k: int
+
+
+# path -> route; the FastAPI routes and the fast lane (app/fastlane.py) both read this table.
+CLASSIFY_ROUTES: dict[str, ClassifyRoute] = {}
+
+
+def classify_route(path: str, task: str, default_top_k: int, max_top_k: int) -> ClassifyRoute:
+    """Declare an image-classification endpoint (call at import time of its route module)."""
+    CLASSIFY_ROUTES[path] = ClassifyRoute(task, default_top_k, max_top_k)
+    return CLASSIFY_ROUTES[path]
+
+
 async def classify_endpoint(task: str, request: Request, top_k: int, version: str, settings: SettingsDep,
                             service: ServiceDep, metrics: MetricsDep) -> ClassificationResponse:
-    """Read the upload once, resolve the version once, and queue every file into the model's
-    micro-batcher; the files of this and concurrent requests share forward passes."""
-    started = time.perf_counter()
+    """The FastAPI-routed path: read the body (size-limited) and classify it."""
     body = await read_body(request, settings.max_request_bytes)
-    parts = file_parts(parse_multipart(body, request.headers.get("content-type")), "file",
-                       settings.max_files_per_request)
+    return await classify(task, body, request.headers.get("content-type"), top_k, version, settings, service, metrics)
+
+
+async def classify(task: str, body: bytes, content_type: str | None, top_k: int, version: str, settings: Settings,
+                   service: ModelService, metrics: Metrics) -> ClassificationResponse:
+    """Resolve the version once and queue every file into the model's micro-batcher; the files
+    of this and concurrent requests share forward passes. Raises `ApiError` or domain errors."""
+    started = time.perf_counter()
+    parts = file_parts(parse_multipart(body, content_type), "file", settings.max_files_per_request)
     model = await service.acquire(task, version)
     if top_k > len(model.labels):
         raise ApiError(422, "invalid_parameters", f"top_k: must be at most {len(model.labels)} for {task}")
@@ -74,8 +102,8 @@ async def classify_endpoint(task: str, request: Request, top_k: int, version: st
     return ClassificationResponse(model=ModelRef(task=task, version=model.version), predictions=predictions)
 
 
-async def run_batched(model: LoadedModel, items: list[ImageItem], settings: SettingsDep, service: ServiceDep,
-                      metrics: MetricsDep) -> list:
+async def run_batched(model: LoadedModel, items: list[ImageItem], settings: Settings, service: ModelService,
+                      metrics: Metrics) -> list:
     """Outcomes of `items` through the model's micro-batcher: 503 when its queue is full, 504 past the deadline."""
     batcher = service.batcher(model, partial(classify_batch, model, max_pixels=settings.max_image_pixels),
                               partial(metrics.batch_observer, model.task, model.version))

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.dependencies import MetricsDep, ServiceDep, SettingsDep
-from app.routes.classify import ERROR_RESPONSES, MULTIPART_BODY, classify_endpoint
+from app.routes.classify import ERROR_RESPONSES, MULTIPART_BODY, classify_endpoint, classify_route
 from app.schemas import ClassificationResponse
 
 router = APIRouter(tags=["predict"])
+ROUTE = classify_route("/digits", "digits", default_top_k=3, max_top_k=10)
 
 
 @router.post(
@@ -25,7 +26,7 @@ async def classify_digits(
     settings: SettingsDep,
     service: ServiceDep,
     metrics: MetricsDep,
-    top_k: Annotated[int, Query(ge=1, le=10, description="how many labels to return per file")] = 3,
+    top_k: Annotated[int, Query(ge=1, le=ROUTE.max_top_k, description="how many labels to return per file")] = ROUTE.default_top_k,
     version: Annotated[str, Query(min_length=1, max_length=80, description="version id or alias")] = "production",
 ) -> ClassificationResponse:
     """One prediction per `file` part, in order. Any photo works: dark ink on light paper or the

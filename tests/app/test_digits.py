@@ -140,3 +140,25 @@ def test_any_image_mode_is_accepted(client, mode):
     image.convert(mode).save(buffer, format=fmt)
     response = client.post("/digits", files=files_of(buffer.getvalue()))
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("params,status", [({}, 200), ({"top_k": 0}, 422), ({"top_k": "x"}, 422),
+                                           ({"version": "nope"}, 404)])
+def test_fast_lane_and_fastapi_route_answer_alike(make_client, mnist_test, params, status):
+    """The pure-ASGI fast lane and the FastAPI route share one core and one route table."""
+    fast, routed = make_client(fast_lane=True), make_client(fast_lane=False)
+    files = files_of(png_bytes(mnist_test[0][0]))
+    a, b = fast.post("/digits", params=params, files=files), routed.post("/digits", params=params, files=files)
+    assert a.status_code == b.status_code == status
+    if status == 200:
+        assert a.json() == b.json()
+    else:
+        assert a.json()["error"]["code"] == b.json()["error"]["code"]
+        assert next(iter(params)) in a.json()["error"]["message"] and next(iter(params)) in b.json()["error"]["message"]
+
+
+def test_413_is_answered_from_content_length_before_reading(make_client):
+    client = make_client(max_request_bytes=1000)
+    response = client.post("/digits", content=b"x" * 5000,
+                           headers={"content-type": "multipart/form-data; boundary=abc"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
