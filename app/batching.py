@@ -29,7 +29,7 @@ class BatchPolicy:
 
     max_batch_size: int = 64
     max_wait_ms: float = 0.0
-    max_queue: int = 256
+    max_queue: int = 128
 
     def merged(self, overrides: dict[str, Any] | None) -> BatchPolicy:
         """This policy with the keys of `overrides` (e.g. a manifest's "serving" block) replaced."""

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     inference_workers: int = Field(1, ge=1, description="concurrent inference calls (1 measured best on 2 cores)")
     batch_max_size: int = Field(64, ge=1, description="largest micro-batch per forward pass")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a small batch to grow (0: run at once; batches still form under load)")
-    queue_max: int = Field(256, ge=1, description="queued items per model before answering 503")
+    queue_max: int = Field(128, ge=1, description="queued items per model before answering 503 (128: above the 64-connection bench, below overload)")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
     batching: dict[str, dict[str, float]] = Field(
         default_factory=dict,
