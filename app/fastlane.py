@@ -26,6 +26,7 @@ from models.registry import RegistryError
 
 log = logging.getLogger(__name__)
 JSON_HEADERS = [(b"content-type", b"application/json")]
+TRUTHY, FALSY = {"1", "true", "yes", "on", "t", "y"}, {"0", "false", "no", "off", "f", "n"}  # as pydantic reads bools
 
 
 class FastLane:
@@ -48,11 +49,11 @@ class FastLane:
 
     async def _answer(self, route: ClassifyRoute, scope: Scope, receive: Receive) -> tuple[int, bytes, list]:
         try:
-            top_k, version = parse_params(scope.get("query_string", b""), route)
+            top_k, version, debug = parse_params(scope.get("query_string", b""), route)
             body = await read_body(scope, receive, self.settings.max_request_bytes)
             content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), None)
             result = await classify(route.task, body, content_type, top_k, version, self.settings, self.service,
-                                    self.metrics)
+                                    self.metrics, debug=debug)
             return 200, result.model_dump_json().encode(), []
         except ApiError as exc:
             headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
@@ -68,8 +69,8 @@ class FastLane:
             return 500, _json(error_body("internal_error", "internal server error")), []
 
 
-def parse_params(query_string: bytes, route: ClassifyRoute) -> tuple[int, str]:
-    """`top_k` and `version` from the query, validated like the FastAPI route's Query() rules (422)."""
+def parse_params(query_string: bytes, route: ClassifyRoute) -> tuple[int, str, bool]:
+    """`top_k`, `version` and `debug` from the query, validated like the FastAPI route's Query() rules (422)."""
     params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
     raw_top_k = params.get("top_k", [str(route.default_top_k)])[-1]
     try:
@@ -81,7 +82,10 @@ def parse_params(query_string: bytes, route: ClassifyRoute) -> tuple[int, str]:
     version = params.get("version", ["production"])[-1]
     if not 1 <= len(version) <= 80:
         raise ApiError(422, "invalid_parameters", "version: must be 1 to 80 characters")
-    return top_k, version
+    raw_debug = params.get("debug", ["false"])[-1].lower()
+    if raw_debug not in TRUTHY | FALSY:
+        raise ApiError(422, "invalid_parameters", f"debug: Input should be a valid boolean, got {raw_debug!r}")
+    return top_k, version, raw_debug in TRUTHY
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -7,9 +7,13 @@ the good ones. A bad image fails only its own item.
 
 from __future__ import annotations
 
+import base64
+import io
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 
 from models.imaging import ImageError
 from models.preprocessing import image_to_array, to_tensor
@@ -24,9 +28,17 @@ class ImageItem:
     content_type: str | None
 
 
-def classify_batch(model: LoadedModel, items: list[ImageItem], *, max_pixels: int) -> list[torch.Tensor | ImageError]:
-    """Per item: its class-probability row, or the `ImageError` that made it unusable."""
-    outcomes: list[torch.Tensor | ImageError] = []
+@dataclass(frozen=True)
+class Classified:
+    """One item's class probabilities and the array the network saw (before mean/std)."""
+
+    probabilities: torch.Tensor
+    array: np.ndarray
+
+
+def classify_batch(model: LoadedModel, items: list[ImageItem], *, max_pixels: int) -> list[Classified | ImageError]:
+    """Per item: its `Classified` outcome, or the `ImageError` that made it unusable."""
+    outcomes: list[Classified | ImageError] = []
     arrays, good = [], []
     for index, item in enumerate(items):
         try:
@@ -38,6 +50,14 @@ def classify_batch(model: LoadedModel, items: list[ImageItem], *, max_pixels: in
             outcomes.append(exc)
     if arrays:
         probabilities = model.predict_proba(to_tensor(arrays, model.preprocessing))
-        for row, index in zip(probabilities, good):
-            outcomes[index] = row
+        for row, array, index in zip(probabilities, arrays, good):
+            outcomes[index] = Classified(row, array)
     return outcomes
+
+
+def array_to_data_url(array: np.ndarray) -> str:
+    """An HxW or HxWx3 array in [0, 1] as a PNG data URL (what `?debug=true` returns)."""
+    image = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -12,7 +12,7 @@ from fastapi import Request
 from app.dependencies import MetricsDep, ServiceDep, SettingsDep
 from app.errors import DOMAIN_ERRORS, ApiError
 from app.batching import QueueFullError, gather_with_timeout
-from app.inference import ImageItem, classify_batch
+from app.inference import ImageItem, array_to_data_url, classify_batch
 from app.metrics import Metrics
 from app.model_service import ModelService
 from app.schemas import ClassificationResponse, ErrorResponse, ModelRef, Prediction, TopEntry
@@ -72,14 +72,15 @@ def classify_route(path: str, task: str, default_top_k: int, max_top_k: int) -> 
 
 
 async def classify_endpoint(task: str, request: Request, top_k: int, version: str, settings: SettingsDep,
-                            service: ServiceDep, metrics: MetricsDep) -> ClassificationResponse:
+                            service: ServiceDep, metrics: MetricsDep, debug: bool = False) -> ClassificationResponse:
     """The FastAPI-routed path: read the body (size-limited) and classify it."""
     body = await read_body(request, settings.max_request_bytes)
-    return await classify(task, body, request.headers.get("content-type"), top_k, version, settings, service, metrics)
+    return await classify(task, body, request.headers.get("content-type"), top_k, version, settings, service, metrics,
+                          debug=debug)
 
 
 async def classify(task: str, body: bytes, content_type: str | None, top_k: int, version: str, settings: Settings,
-                   service: ModelService, metrics: Metrics) -> ClassificationResponse:
+                   service: ModelService, metrics: Metrics, *, debug: bool = False) -> ClassificationResponse:
     """Resolve the version once and queue every file into the model's micro-batcher; the files
     of this and concurrent requests share forward passes. Raises `ApiError` or domain errors."""
     started = time.perf_counter()
@@ -93,10 +94,11 @@ async def classify(task: str, body: bytes, content_type: str | None, top_k: int,
         if isinstance(row, ImageError):
             status, code = DOMAIN_ERRORS[type(row)]
             raise ApiError(status, code, f"file {index + 1} ({part.filename or 'unnamed'}): {row}")
-        values, indices = row.topk(top_k)
+        values, indices = row.probabilities.topk(top_k)
         top = [TopEntry(label=model.labels[i], index=i, probability=round(p, 6))
                for p, i in zip(values.tolist(), indices.tolist())]
-        predictions.append(Prediction(filename=part.filename, label=top[0].label, confidence=top[0].probability, top=top))
+        predictions.append(Prediction(filename=part.filename, label=top[0].label, confidence=top[0].probability,
+                                      top=top, input_image=array_to_data_url(row.array) if debug else None))
     metrics.predictions.labels(task, model.version).inc(len(parts))
     metrics.prediction_latency.labels(task, model.version).observe(time.perf_counter() - started)
     return ClassificationResponse(model=ModelRef(task=task, version=model.version), predictions=predictions)

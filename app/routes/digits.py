@@ -28,7 +28,8 @@ async def classify_digits(
     metrics: MetricsDep,
     top_k: Annotated[int, Query(ge=1, le=ROUTE.max_top_k, description="how many labels to return per file")] = ROUTE.default_top_k,
     version: Annotated[str, Query(min_length=1, max_length=80, description="version id or alias")] = "production",
+    debug: Annotated[bool, Query(description="also return the 28x28 image the network saw")] = False,
 ) -> ClassificationResponse:
     """One prediction per `file` part, in order. Any photo works: dark ink on light paper or the
     reverse, any size, off-centre, with alpha or EXIF rotation; it is normalised the way MNIST was made."""
-    return await classify_endpoint("digits", request, top_k, version, settings, service, metrics)
+    return await classify_endpoint("digits", request, top_k, version, settings, service, metrics, debug)

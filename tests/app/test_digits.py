@@ -162,3 +162,20 @@ def test_413_is_answered_from_content_length_before_reading(make_client):
     response = client.post("/digits", content=b"x" * 5000,
                            headers={"content-type": "multipart/form-data; boundary=abc"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_debug_returns_the_28x28_image_the_model_saw(make_client, mnist_test, fast_lane):
+    import base64
+
+    client = make_client(fast_lane=fast_lane)
+    photo = VARIANTS["off_centre"](mnist_test[0][3], np.random.default_rng(0))
+    prediction = client.post("/digits", params={"debug": "true"},
+                             files=[("file", ("p.jpg", photo, "image/jpeg"))]).json()["predictions"][0]
+    header, encoded = prediction["input_image"].split(",", 1)
+    assert header == "data:image/png;base64"
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
+    assert seen.shape == (28, 28) and seen.max() > 200 and seen[0].max() == 0  # white ink, dark border
+    plain = client.post("/digits", files=[("file", ("p.jpg", photo, "image/jpeg"))]).json()["predictions"][0]
+    assert plain["input_image"] is None
+    assert client.post("/digits", params={"debug": "maybe"}, files=files_of(photo)).status_code == 422
