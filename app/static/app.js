@@ -1,0 +1,297 @@
+// modelhouse web page: every call goes through the public API, like any other client.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const pct = (p) => `${(p * 100).toFixed(1)}%`;
+
+function debounce(fn, ms) {
+  let timer;
+  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+}
+
+// Calls the API; resolves to the JSON body or throws an Error carrying the API's own message.
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new Error(`The service could not be reached (${err.message}).`);
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : `HTTP ${response.status}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+function showError(task, err) { $(`${task}-error`).textContent = err ? err.message : ""; }
+
+// Renders [{label, probability}] as labelled bars; `best` marks the winner.
+function renderBars(list, rows, best) {
+  list.replaceChildren(...rows.map((row) => {
+    const li = document.createElement("li");
+    if (row.label === best) li.className = "best";
+    li.innerHTML = '<span class="label"></span><span class="track"><span class="fill"></span></span><span class="pct"></span>';
+    li.querySelector(".label").textContent = row.label;
+    li.querySelector(".fill").style.width = pct(row.probability);
+    li.querySelector(".pct").textContent = pct(row.probability);
+    li.setAttribute("aria-label", `${row.label}: ${pct(row.probability)}`);
+    return li;
+  }));
+}
+
+async function classify(task, path, blob, filename, params) {
+  const form = new FormData();
+  form.append("file", blob, filename);
+  return api(`${path}?${new URLSearchParams(params)}`, { method: "POST", body: form });
+}
+
+// ---- tabs (arrow keys move between them, as the ARIA tabs pattern says) ----------------
+const tabs = [...document.querySelectorAll('[role="tab"]')];
+const onShow = {};
+function selectTab(tab) {
+  for (const t of tabs) {
+    const selected = t === tab;
+    t.setAttribute("aria-selected", String(selected));
+    t.tabIndex = selected ? 0 : -1;
+    $(t.getAttribute("aria-controls")).hidden = !selected;
+  }
+  const name = tab.id.replace("tab-", "");
+  if (onShow[name]) onShow[name]();
+}
+tabs.forEach((tab, i) => {
+  tab.addEventListener("click", () => selectTab(tab));
+  tab.addEventListener("keydown", (e) => {
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
+    if (!step) return;
+    const next = tabs[(i + step + tabs.length) % tabs.length];
+    next.focus();
+    selectTab(next);
+  });
+});
+
+// ---- digits: drawing canvas --------------------------------------------------------------
+const canvas = $("digit-canvas");
+const ctx = canvas.getContext("2d");
+let drawing = false;
+let hasInk = false;
+
+function clearCanvas() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  hasInk = false;
+  $("digit-verdict").textContent = "Draw something.";
+  $("digit-bars").replaceChildren();
+  $("digit-seen-figure").hidden = true;
+  showError("digits", null);
+}
+
+function point(e) {
+  const box = canvas.getBoundingClientRect();
+  return [(e.clientX - box.left) * canvas.width / box.width, (e.clientY - box.top) * canvas.height / box.height];
+}
+
+canvas.addEventListener("pointerdown", (e) => {
+  drawing = true;
+  canvas.setPointerCapture(e.pointerId);
+  const [x, y] = point(e);
+  ctx.beginPath();
+  ctx.moveTo(x, y);
+  ctx.lineTo(x + 0.1, y + 0.1);
+  ctx.stroke();
+  hasInk = true;
+});
+canvas.addEventListener("pointermove", (e) => {
+  if (!drawing) return;
+  const [x, y] = point(e);
+  ctx.lineTo(x, y);
+  ctx.stroke();
+  classifyDrawing();
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  canvas.addEventListener(type, () => { if (drawing) { drawing = false; classifyDrawing(); } });
+}
+
+// A 280 px canvas becomes a 20 px digit: a 20 px pen gives MNIST-like 1.5-2 px strokes.
+ctx.lineWidth = 20;
+ctx.lineCap = "round";
+ctx.lineJoin = "round";
+ctx.strokeStyle = "#000";
+clearCanvas();
+$("digit-clear").addEventListener("click", clearCanvas);
+
+const classifyDrawing = debounce(() => {
+  if (!hasInk) return;
+  canvas.toBlob((blob) => showDigits(blob, "drawing.png"), "image/png");
+}, 150);
+
+async function showDigits(blob, filename) {
+  try {
+    const body = await classify("digits", "/digits", blob, filename, { top_k: 10, debug: true });
+    const prediction = body.predictions[0];
+    const byDigit = [...prediction.top].sort((a, b) => Number(a.label) - Number(b.label));
+    $("digit-verdict").textContent = `It's a ${prediction.label} (${pct(prediction.confidence)})`;
+    renderBars($("digit-bars"), byDigit, prediction.label);
+    $("digit-seen").src = prediction.input_image;
+    $("digit-seen-figure").hidden = false;
+    showError("digits", null);
+  } catch (err) {
+    showError("digits", err);
+  }
+}
+$("digit-file").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  if (file) showDigits(file, file.name);
+});
+
+// ---- components and ImageNet: photo upload -------------------------------------------------
+const PHOTO_TASKS = { components: { path: "/components", topK: 3 }, imagenet: { path: "/imagenet/top5", topK: 5 } };
+
+async function showPhoto(task, file) {
+  const preview = $(`${task}-preview`);
+  preview.src = URL.createObjectURL(file);
+  preview.alt = `Your photo: ${file.name}`;
+  preview.hidden = false;
+  $(`${task}-verdict`).textContent = "…";
+  try {
+    const { path, topK } = PHOTO_TASKS[task];
+    const prediction = (await classify(task, path, file, file.name, { top_k: topK })).predictions[0];
+    const verdict = $(`${task}-verdict`);
+    verdict.textContent = `${prediction.label} (${pct(prediction.confidence)})`;
+    verdict.classList.toggle("unknown", Boolean(prediction.unknown));
+    if (prediction.unknown) verdict.textContent += " — not confidently any known component";
+    renderBars($(`${task}-bars`), prediction.top, prediction.label);
+    showError(task, null);
+  } catch (err) {
+    $(`${task}-verdict`).textContent = "";
+    $(`${task}-bars`).replaceChildren();
+    showError(task, err);
+  }
+}
+
+for (const task of Object.keys(PHOTO_TASKS)) {
+  $(`${task}-file`).addEventListener("change", (e) => { if (e.target.files[0]) showPhoto(task, e.target.files[0]); });
+}
+document.querySelectorAll(".drop").forEach((zone) => {
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const file = e.dataTransfer.files[0];
+    if (file) showPhoto(zone.dataset.task, file);
+  });
+  zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") zone.querySelector("input").click(); });
+});
+// The digits tab takes dropped photos too.
+canvas.addEventListener("dragover", (e) => e.preventDefault());
+canvas.addEventListener("drop", (e) => {
+  e.preventDefault();
+  if (e.dataTransfer.files[0]) showDigits(e.dataTransfer.files[0], e.dataTransfer.files[0].name);
+});
+
+// ---- word completion ----------------------------------------------------------------------
+async function loadRnnVersions() {
+  const select = $("words-version");
+  if (select.options.length) return;
+  try {
+    const task = await api("/models/rnn");
+    const choices = [...Object.keys(task.aliases).sort(), ...task.versions];
+    select.replaceChildren(...choices.map((name) => new Option(name, name)));
+    if (task.aliases.production) select.value = "production";
+  } catch (err) {
+    showError("words", err);
+  }
+}
+const complete = debounce(async () => {
+  const prefix = $("words-prefix").value;
+  if (!prefix) { $("words-bars").replaceChildren(); showError("words", null); return; }
+  try {
+    const body = await api("/rnn/complete", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prefix, num_completions: 5, version: $("words-version").value || "production" }),
+    });
+    renderBars($("words-bars"), body.completions.map((c) => ({ label: c.text, probability: c.probability })),
+      body.completions.length ? body.completions[0].text : null);
+    showError("words", null);
+  } catch (err) {
+    $("words-bars").replaceChildren();
+    showError("words", err);
+  }
+}, 150);
+$("words-prefix").addEventListener("input", complete);
+$("words-version").addEventListener("change", complete);
+onShow.words = loadRnnVersions;
+
+// ---- models: the registry ---------------------------------------------------------------
+const METRIC_KEYS = ["test_accuracy", "accuracy", "top1_error", "top5_error", "validation_top1_error", "bits_per_char"];
+
+function headline(metrics) {
+  return METRIC_KEYS.filter((k) => k in metrics)
+    .map((k) => `${k.replaceAll("_", " ")}: ${k.includes("accuracy") ? `${(metrics[k] * 100).toFixed(2)}%` : metrics[k]}`).join(", ");
+}
+
+async function loadModels() {
+  try {
+    const index = await api("/models");
+    const sections = [];
+    for (const { task, versions } of index.tasks) {
+      if (!versions.length) continue;
+      const detail = await api(`/models/${task}`);
+      const section = document.createElement("div");
+      section.className = "table-wrap";
+      section.innerHTML = `<h3></h3><table><thead><tr><th>version</th><th>aliases</th><th>architecture</th>
+        <th>parameters</th><th>metrics</th><th>created</th></tr></thead><tbody></tbody></table>`;
+      section.querySelector("h3").textContent = task;
+      const tbody = section.querySelector("tbody");
+      for (const v of [...detail.versions].reverse()) {
+        const tr = tbody.insertRow();
+        tr.tabIndex = 0;
+        tr.dataset.task = task;
+        tr.dataset.version = v.version;
+        for (const text of [v.version, v.aliases.join(", "), v.architecture, (v.parameters ?? 0).toLocaleString("en"),
+          headline(v.metrics), (v.created_at || "").replace("T", " ").slice(0, 16)]) {
+          tr.insertCell().textContent = text;
+        }
+        const open = () => showVersion(task, v.version);
+        tr.addEventListener("click", open);
+        tr.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+      }
+      sections.push(section);
+    }
+    $("models-tables").replaceChildren(...sections);
+    showError("models", null);
+  } catch (err) {
+    showError("models", err);
+  }
+}
+
+async function showVersion(task, version) {
+  try {
+    const body = await api(`/models/${task}/${encodeURIComponent(version)}`);
+    const box = $("model-detail");
+    box.innerHTML = "<h3></h3><div class='artifacts'></div><h4>Layers</h4><div class='table-wrap'><table><thead>" +
+      "<tr><th>layer</th><th>type</th><th>output shape</th><th>parameters</th></tr></thead><tbody></tbody></table></div>";
+    box.querySelector("h3").textContent = `${task} / ${version} — ${body.summary.total_parameters.toLocaleString("en")} parameters`;
+    const pictures = Object.keys(body.manifest.artifacts || {}).filter((name) => name.endsWith(".png"));
+    box.querySelector(".artifacts").replaceChildren(...pictures.map((name) => {
+      const img = new Image();
+      img.src = `/models/${task}/${encodeURIComponent(version)}/artifacts/${name}`;
+      img.alt = `${name.replace(".png", "").replaceAll("_", " ")} of ${version}`;
+      return img;
+    }));
+    const tbody = box.querySelector("tbody");
+    for (const layer of body.summary.layers) {
+      const tr = tbody.insertRow();
+      for (const text of [layer.name, layer.type, JSON.stringify(layer.output_shape), layer.parameters.toLocaleString("en")]) {
+        tr.insertCell().textContent = text;
+      }
+    }
+    box.scrollIntoView({ behavior: "smooth", block: "start" });
+  } catch (err) {
+    showError("models", err);
+  }
+}
+onShow.models = loadModels;

@@ -1,0 +1,103 @@
+"""The web page in a real browser: draw, upload, type, and read the registry, through the public API."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.digit_photos import noisy_photo
+from tests.e2e.conftest import SCREENSHOTS
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def wait_text(browser, element_id: str, predicate, timeout: float = 15.0) -> str:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout).until(lambda d: predicate(d.find_element("id", element_id).text))
+    return browser.find_element("id", element_id).text
+
+
+def open_tab(browser, url: str, name: str) -> None:
+    browser.get(url)
+    browser.find_element("id", f"tab-{name}").click()
+
+
+def draw(browser, strokes: list[list[tuple[int, int]]]) -> None:
+    """Pointer-event strokes on the canvas; points are in canvas pixels (280x280) from its top-left."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.actions.interaction import POINTER_PEN
+
+    canvas = browser.find_element("id", "digit-canvas")
+    scale = canvas.size["width"] / 280
+    pen = PointerInput(POINTER_PEN, "pen")
+    actions = ActionBuilder(browser, mouse=pen)
+    for stroke in strokes:
+        x0, y0 = stroke[0]
+        actions.pointer_action.move_to(canvas, int((x0 - 140) * scale), int((y0 - 140) * scale))
+        actions.pointer_action.pointer_down()
+        for (xa, ya), (xb, yb) in zip(stroke, stroke[1:]):
+            for t in np.linspace(0.1, 1.0, 8):  # intermediate pointermove events, as a real pen sends
+                x, y = xa + (xb - xa) * t, ya + (yb - ya) * t
+                actions.pointer_action.move_to(canvas, int((x - 140) * scale), int((y - 140) * scale))
+        actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def test_drawing_a_seven_on_the_canvas(browser, server_url):
+    open_tab(browser, server_url, "digits")
+    draw(browser, [[(70, 60), (140, 60), (210, 60), (180, 130), (150, 200), (130, 250)]])
+    verdict = wait_text(browser, "digit-verdict", lambda t: t.startswith("It's a"))
+    assert verdict.startswith("It's a 7"), verdict
+    assert len(browser.find_elements("css selector", "#digit-bars li")) == 10
+    assert browser.find_element("id", "digit-seen").get_attribute("src").startswith("data:image/png;base64,")
+    browser.save_screenshot(str(SCREENSHOTS / "digits-drawn.png"))
+    browser.find_element("id", "digit-clear").click()
+    assert browser.find_element("id", "digit-verdict").text == "Draw something."
+
+
+def test_uploading_a_photo_of_a_digit(browser, server_url, mnist_test, tmp_path):
+    images, labels = mnist_test
+    photo = tmp_path / "digit.jpg"
+    photo.write_bytes(noisy_photo(images[0], np.random.default_rng(0)))
+    open_tab(browser, server_url, "digits")
+    browser.find_element("id", "digit-file").send_keys(str(photo))
+    verdict = wait_text(browser, "digit-verdict", lambda t: t.startswith("It's a"))
+    assert verdict.startswith(f"It's a {labels[0]}")
+    browser.save_screenshot(str(SCREENSHOTS / "digits-photo.png"))
+
+
+def test_api_errors_are_shown_as_readable_messages(browser, server_url, tmp_path):
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("hello")
+    open_tab(browser, server_url, "digits")
+    browser.find_element("id", "digit-file").send_keys(str(not_an_image))
+    message = wait_text(browser, "digits-error", lambda t: bool(t))
+    assert "not a supported image" in message
+
+
+def test_models_tab_shows_the_digits_accuracy_and_a_version(browser, server_url):
+    open_tab(browser, server_url, "models")
+    tables = wait_text(browser, "models-tables", lambda t: "digits" in t)
+    assert "test accuracy: 99.53%" in tables
+    browser.find_element("css selector", "tr[data-task='digits']").click()
+    detail = wait_text(browser, "model-detail", lambda t: "parameters" in t)
+    assert "61,706 parameters" in detail and "Conv2d" in detail
+    images = browser.find_elements("css selector", "#model-detail .artifacts img")
+    assert {img.get_attribute("alt").split(" of ")[0] for img in images} >= {"learning curves", "confusion matrix"}
+    browser.save_screenshot(str(SCREENSHOTS / "models.png"))
+
+
+def test_keyboard_moves_between_tabs(browser, server_url):
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server_url)
+    browser.find_element("id", "tab-digits").send_keys(Keys.ARROW_RIGHT)
+    assert browser.find_element("id", "tab-components").get_attribute("aria-selected") == "true"
+    assert browser.find_element("id", "panel-components").is_displayed()
+    assert not browser.find_element("id", "panel-digits").is_displayed()
