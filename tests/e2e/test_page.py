@@ -16,9 +16,14 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def wait_text(browser, element_id: str, predicate, timeout: float = 15.0) -> str:
+    """The element's text once `predicate` accepts it; fails with the last text seen after `timeout`."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, timeout).until(lambda d: predicate(d.find_element("id", element_id).text))
+    try:
+        WebDriverWait(browser, timeout).until(lambda d: predicate(d.find_element("id", element_id).text))
+    except TimeoutException:
+        pytest.fail(f"#{element_id} never matched; it says {browser.find_element('id', element_id).text!r}")
     return browser.find_element("id", element_id).text
 
 
@@ -52,7 +57,8 @@ def draw(browser, strokes: list[list[tuple[int, int]]]) -> None:
 def test_drawing_a_seven_on_the_canvas(browser, server_url):
     open_tab(browser, server_url, "digits")
     draw(browser, [[(70, 60), (140, 60), (210, 60), (180, 130), (150, 200), (130, 250)]])
-    verdict = wait_text(browser, "digit-verdict", lambda t: t.startswith("It's a"))
+    # Classification runs while drawing too (debounced): wait for the answer to the whole stroke.
+    verdict = wait_text(browser, "digit-verdict", lambda t: t.startswith("It's a 7"))
     assert verdict.startswith("It's a 7"), verdict
     assert len(browser.find_elements("css selector", "#digit-bars li")) == 10
     assert browser.find_element("id", "digit-seen").get_attribute("src").startswith("data:image/png;base64,")
