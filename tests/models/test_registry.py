@@ -62,13 +62,18 @@ def test_checksum_mismatch_is_refused(tmp_path: Path):
         registry.promote("digits", version)
 
 
+def rename_architecture(registry: ModelRegistry, version: str, name: str) -> None:
+    """Edit a stored manifest by hand, as a careless user or a bad merge might."""
+    path = registry.version_dir("digits", version) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["architecture"]["name"] = name
+    path.write_text(json.dumps(manifest))
+
+
 def test_unknown_architecture_is_refused(tmp_path: Path):
     registry = ModelRegistry(tmp_path)
     version, _ = register_random(registry)
-    path = tmp_path / "digits" / version / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["architecture"]["name"] = "resnet9000"
-    path.write_text(json.dumps(manifest))
+    rename_architecture(registry, version, "resnet9000")
     with pytest.raises(InvalidManifestError, match="unknown architecture 'resnet9000'; valid: cnn2, lenet5"):
         load_model(registry, "digits", version, CPU)
 
@@ -76,10 +81,7 @@ def test_unknown_architecture_is_refused(tmp_path: Path):
 def test_weights_of_another_architecture_are_refused(tmp_path: Path):
     registry = ModelRegistry(tmp_path)
     version, _ = register_random(registry, "cnn2")
-    path = tmp_path / "digits" / version / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["architecture"]["name"] = "lenet5"
-    path.write_text(json.dumps(manifest))
+    rename_architecture(registry, version, "lenet5")
     with pytest.raises(InvalidManifestError, match="do not fit lenet5"):
         load_model(registry, "digits", version, CPU)
 
