@@ -160,15 +160,18 @@ def _sample(network: nn.Module, codec: CharCodec, ids: list[int], logits: Tensor
 @torch.inference_mode()
 def word_log_probs(network: nn.Module, codec: CharCodec, words: list[str], *,
                    batch_size: int = 1024) -> tuple[Tensor, Tensor]:
-    """Per word: ln P(<s> word </s>) under the model, and how many tokens were predicted (characters + end)."""
+    """Per word: ln P(word </s> | <s>) under the model (over the characters and the end token only, as in
+    decoding), and how many tokens were predicted (characters + end)."""
     network.eval()
     totals, counts = [], []
     for start in range(0, len(words), batch_size):
         tokens, lengths = codec.batch(words[start : start + batch_size])
         tokens = tokens.to(_device(network))
         logits, _ = network(tokens[:, :-1], lengths=lengths - 1)
+        logits = logits.float()
+        logits[..., [codec.pad, codec.start]] = -math.inf  # as in decoding: they never come next
         targets = tokens[:, 1:]
-        nll = nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=codec.pad,
+        nll = nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=codec.pad,
                                           reduction="none")
         totals.append(-nll.sum(dim=1).cpu())
         counts.append(lengths - 1)
