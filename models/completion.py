@@ -55,7 +55,8 @@ def _read_prefix(network: nn.Module, codec: CharCodec, prefix: str) -> tuple[lis
 def complete(network: nn.Module, codec: CharCodec, prefix: str, *, strategy: str = "beam", num_completions: int = 3,
              max_length: int = 20, beam_width: int | None = None, temperature: float = 1.0, top_k: int = 0,
              seed: int | None = None) -> list[Completion]:
-    """Complete `prefix` into whole words of at most `max_length` characters, most probable first.
+    """Complete `prefix` into whole words of at most `max_length` characters, most probable first
+    (words the model ended come before words cut at `max_length`, which beam search offers only to fill up).
 
     beam: the `num_completions` most probable words found by a beam of `beam_width` (default
     max(num_completions, 5)); greedy: the single most likely next character at each step (one result);
@@ -119,9 +120,10 @@ def _beam(network: nn.Module, codec: CharCodec, ids: list[int], logits: Tensor, 
         scores = top_scores
         logits, state = network(tokens[:, None], select_state(state, rows))
         logits = logits[:, -1]
-    if len(finished) < wanted and len(live[0]) == steps:  # too few ended words: offer the cut ones
-        finished += [Completion(codec.decode(ids + w), float(s), False) for w, s in zip(live, scores.tolist())]
-    return sorted(finished, key=lambda c: -c.log_prob)[:wanted]
+    if len(finished) < wanted and len(live[0]) == steps:  # too few ended words: fill up with the cut ones, after them
+        cut = [Completion(codec.decode(ids + w), float(s), False) for w, s in zip(live, scores.tolist())]
+        finished += sorted(cut, key=lambda c: -c.log_prob)[: wanted - len(finished)]
+    return finished
 
 
 def _sample(network: nn.Module, codec: CharCodec, ids: list[int], logits: Tensor, state: State, steps: int,

@@ -40,8 +40,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                  weight_decay=0.0, scheduler="none", epochs=100, batch_size=1, samples_per_epoch=0,
                  early_stopping=0, dev_fraction=0.0, test_fraction=0.0, alias="seed", eval_cases=30),
     "english": dict(cell="gru", embedding_dim=32, hidden_size=384, num_layers=1, dropout=0.0, optimizer="adam",
-                    lr=3e-3, weight_decay=0.0, scheduler="onecycle", epochs=10, batch_size=256,
-                    samples_per_epoch=100_000, early_stopping=3, dev_fraction=0.05, test_fraction=0.05, alias=None,
+                    lr=3e-3, weight_decay=0.0, scheduler="onecycle", epochs=8, batch_size=256,
+                    samples_per_epoch=80_000, early_stopping=3, dev_fraction=0.05, test_fraction=0.05, alias=None,
                     eval_cases=2000),
 }
 RECIPES["file"] = RECIPES["english"]
@@ -118,12 +118,21 @@ def word_batches(codec: CharCodec, words: list[str], order: list[int], batch_siz
         yield tokens, tokens[:, 1:][tokens[:, 1:] != codec.pad]
 
 
-def training_order(train: list[int], weights: Tensor, samples: int, generator: torch.Generator) -> list[int]:
-    """One epoch's word indices: `samples` draws by weight (with replacement), or each word once, shuffled."""
+def training_order(train: list[int], weights: Tensor, samples: int, generator: torch.Generator, *,
+                   lengths: list[int] | None = None, batch_size: int = 1) -> list[int]:
+    """One epoch's word indices: `samples` draws by weight (with replacement), or each word once, shuffled.
+
+    With `lengths` (of every word), draws are bucketed: sorted by length, cut into batches, and the batches
+    shuffled, so a batch holds words of similar length and the recurrence runs over little padding.
+    """
     if samples <= 0:
         return [train[i] for i in torch.randperm(len(train), generator=generator).tolist()]
-    picks = torch.multinomial(weights, samples, replacement=True, generator=generator)
-    return [train[i] for i in picks.tolist()]
+    picks = [train[i] for i in torch.multinomial(weights, samples, replacement=True, generator=generator).tolist()]
+    if lengths is None:
+        return picks
+    picks.sort(key=lambda i: lengths[i])
+    batches = [picks[start : start + batch_size] for start in range(0, len(picks), batch_size)]
+    return [i for b in torch.randperm(len(batches), generator=generator).tolist() for i in batches[b]]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,6 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     codec = CharCodec(chars_preset(corpus.alphabet))
     split = split_words(len(words), args.dev_fraction, args.test_fraction, generator)
     dev = split.dev or split.train  # the seed toy has no words to spare: it is checked on what it learned
+    word_lengths = [len(w) for w in words]
     train_weights = torch.tensor([weights[i] for i in split.train], dtype=torch.float64) ** args.frequency_power
     out_dir = args.out_dir or Path("runs") / "char_rnn" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,9 +168,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              len(split.dev), len(split.test), codec.alphabet, device)
     result = fit(
         model,
-        train_batches=lambda: word_batches(codec, words, training_order(split.train, train_weights,
-                                                                         args.samples_per_epoch, generator),
-                                           args.batch_size),
+        train_batches=lambda: word_batches(codec, words, training_order(
+            split.train, train_weights, args.samples_per_epoch, generator, lengths=word_lengths,
+            batch_size=args.batch_size), args.batch_size),
         dev_batches=lambda: word_batches(codec, words, dev, 1024),
         steps_per_epoch=steps, optimizer=optimizer, schedule=schedule, epochs=args.epochs, device=device,
         early_stopping=EarlyStopping(args.early_stopping, args.min_delta), train_loss=nn.CrossEntropyLoss(),

@@ -109,9 +109,14 @@ def test_sampling_is_reproducible_and_cold_sampling_is_greedy(seed_model):
 
 def test_max_length_cuts_words_and_says_so(seed_model):
     codec = CharCodec(seed_model.preprocessing)
-    for strategy in ("beam", "greedy", "sample"):
+    for strategy in ("greedy", "sample"):
         found = complete(seed_model.network, codec, "h", strategy=strategy, max_length=3, num_completions=1, seed=0)
-        assert len(found[0].text) <= 3 and not found[0].ended
+        assert found[0].text == "hel" and not found[0].ended
+    # beam prefers words that end within max_length, however unlikely, and offers cut ones only to fill up
+    found = complete(seed_model.network, codec, "h", max_length=2, num_completions=20, beam_width=20)
+    ended = [c for c in found if c.ended]
+    assert len(found) == 20 and len(ended) == 11 and found[:11] == ended  # "h" and "h?" (10 letters) end
+    assert all(len(c.text) == 2 for c in found[11:])
     with pytest.raises(ValueError, match="max_length"):
         complete(seed_model.network, codec, "hel", max_length=3)
     with pytest.raises(ValueError, match="strategy"):
