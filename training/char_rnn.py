@@ -40,8 +40,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                  weight_decay=0.0, scheduler="none", epochs=100, batch_size=1, samples_per_epoch=0,
                  early_stopping=0, dev_fraction=0.0, test_fraction=0.0, alias="seed", eval_cases=30),
     "english": dict(cell="gru", embedding_dim=32, hidden_size=384, num_layers=1, dropout=0.0, optimizer="adam",
-                    lr=3e-3, weight_decay=0.0, scheduler="onecycle", epochs=8, batch_size=256,
-                    samples_per_epoch=80_000, early_stopping=3, dev_fraction=0.05, test_fraction=0.05, alias=None,
+                    lr=3e-3, weight_decay=0.0, scheduler="onecycle", epochs=10, batch_size=256,
+                    samples_per_epoch=100_000, early_stopping=3, dev_fraction=0.05, test_fraction=0.05, alias=None,
                     eval_cases=2000),
 }
 RECIPES["file"] = RECIPES["english"]
