@@ -192,9 +192,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         manifest = build_manifest(args, arch_args, codec, corpus, words, split, metrics, result, wall, device, commit)
         registry = ModelRegistry(args.store)
         summary["version"] = registry.register(TASK, network.cpu(), manifest, artifacts=write_artifacts(out_dir, result.history, args))
-        for alias in [a for a in (args.alias, "production" if args.promote else None) if a]:
+        aliases = [a for a in (args.alias, "production" if args.promote else None) if a]
+        for alias in aliases:
             registry.promote(TASK, summary["version"], alias)
-        log.info("registered %s/%s (aliases: %s)", TASK, summary["version"], args.alias or "-")
+        log.info("registered %s/%s (aliases: %s)", TASK, summary["version"], ", ".join(aliases) or "none")
     print(json.dumps(summary))
     return summary
 
