@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import statistics
 import sys
 import time
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="timed beam-5 requests")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the service's default is 1)")
     args = parser.parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     torch.set_num_threads(args.threads)
     registry = ModelRegistry(args.store)
     manifest = registry.manifest("rnn", "production")
