@@ -71,6 +71,11 @@ ARRAY_BUILDERS: dict[str, Callable[[Image.Image, dict[str, Any]], np.ndarray]] =
 
 
 def example_input(preset: dict[str, Any]) -> torch.Tensor:
-    """A batch of one zero input in the shape a network of `preset` takes (for layer summaries)."""
+    """A batch of one zero input in the shape a network of `preset` takes (for layer summaries).
+
+    Kind "chars" (word-completion models, `models.chars`): one sequence of 8 start-token ids.
+    """
+    if preset.get("kind") == "chars":
+        return torch.full((1, 8), int(preset["start"]), dtype=torch.long)
     height, width = preset["size"]
     return torch.zeros(1, preset.get("channels", 1), height, width)

@@ -42,9 +42,10 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Path:
-    """A copy of the committed digits store, so tests can register and promote freely."""
+    """A copy of the committed store (digits, rnn), so tests can register and promote freely."""
     root = tmp_path / "store"
     shutil.copytree(DEFAULT_ROOT / "digits", root / "digits")
+    shutil.copytree(DEFAULT_ROOT / "rnn", root / "rnn", ignore=shutil.ignore_patterns(".*"))  # small: ~2 MB
     return root
 
 

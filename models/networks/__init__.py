@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from models.networks.char_rnn import CharRNN
 from models.networks.lenet import CNN2, LeNet5, LeNet5Tanh, Seed000
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
@@ -15,6 +16,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "lenet5-tanh": LeNet5Tanh,
     "seed000": Seed000,
     "cnn2": CNN2,
+    "char-rnn": CharRNN,
 }
 
 

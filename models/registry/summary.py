@@ -20,6 +20,8 @@ def layer_summary(network: nn.Module, example: torch.Tensor) -> dict[str, Any]:
 
     def record(name: str):
         def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+                output = output[0]  # recurrent layers return (outputs, state): show the outputs
             shape = list(output.shape) if isinstance(output, torch.Tensor) else None
             if shape:
                 shape[0] = -1
