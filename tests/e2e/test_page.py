@@ -107,3 +107,18 @@ def test_keyboard_moves_between_tabs(browser, server_url):
     assert browser.find_element("id", "tab-components").get_attribute("aria-selected") == "true"
     assert browser.find_element("id", "panel-components").is_displayed()
     assert not browser.find_element("id", "panel-digits").is_displayed()
+
+
+def test_word_completion_as_you_type(browser, server_url):
+    from selenium.webdriver.support.ui import Select
+
+    open_tab(browser, server_url, "words")
+    box = browser.find_element("id", "words-prefix")
+    box.send_keys("hel")
+    words = wait_text(browser, "words-bars", lambda t: t.count("hel") >= 3)
+    assert all(line.startswith("hel") for line in words.splitlines() if not line.endswith("%"))
+    browser.save_screenshot(str(SCREENSHOTS / "words.png"))
+    Select(browser.find_element("id", "words-version")).select_by_value("seed")
+    box.clear()
+    box.send_keys("g")
+    assert wait_text(browser, "words-bars", lambda t: t.startswith("green")).startswith("green")
