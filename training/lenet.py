@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.networks import ARCHITECTURES, build_network, count_parameters
+from models.networks import DIGIT_ARCHITECTURES, build_network, count_parameters
 from models.preprocessing import MNIST_MEAN, MNIST_STD, digit_preset
 from models.registry import DEFAULT_ROOT, ModelRegistry
 from models.registry.manifest import git_commit
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.lenet", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder with the MNIST idx files")
-    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="lenet5")
+    p.add_argument("--arch", choices=DIGIT_ARCHITECTURES, default="lenet5")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
