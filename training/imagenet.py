@@ -30,8 +30,9 @@ from training.imagenet_sources import OFFLINE_ENV, Pretrained, WeightsUnavailabl
 
 log = logging.getLogger("training.imagenet")
 TASK = "imagenet"
-LABELS_FILE = Path(__file__).resolve().parents[1] / "models" / "labels" / "imagenet_classes.txt"
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
+REPO = Path(__file__).resolve().parents[1]
+LABELS_FILE = REPO / "models" / "labels" / "imagenet_classes.txt"
+SAMPLES_DIR = REPO.parent / "shared" / "data" / "imagenet-samples"
 
 
 def imagenet_labels() -> list[str]:
@@ -86,7 +87,7 @@ def build_manifest(source: Pretrained, args: argparse.Namespace, samples: dict[s
         "preprocessing": source.preprocessing,
         "inference": {"fold_batchnorm": args.fold_batchnorm, "channels_last": args.channels_last},
         "metrics": metrics,
-        "training": {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "training": {"config": {k: _portable(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                      "note": "pretrained on ImageNet-1k by its publisher; registered as published, not trained here",
                      "torch": torch.__version__},
         "lineage": {"source": source.source, "code_commit": commit, "labels_sha256": sha256_file(LABELS_FILE)},
@@ -102,7 +103,16 @@ def score_samples(source: Pretrained, args: argparse.Namespace) -> dict[str, Any
                         network=source.network, device=torch.device("cpu"), labels=imagenet_labels(),
                         runner=inference_module(source.network, options))
     summary = error_rates(classify_photos(model, collect_photos(args.samples)), model.labels)
-    return {**summary, "images": str(args.samples)}
+    # Latency depends on the machine and its load: bench.imagenet measures it; the manifest keeps errors only.
+    return {**{k: v for k, v in summary.items() if not k.startswith("ms_")}, "images": _portable(args.samples)}
+
+
+def _portable(path: Path) -> str:
+    """`path` relative to the repository's parent when inside it (so manifests do not record a home folder)."""
+    try:
+        return str(path.resolve().relative_to(REPO.parent))
+    except ValueError:
+        return str(path)
 
 
 def add(args: argparse.Namespace) -> str:
