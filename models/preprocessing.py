@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from models.digits import DIGIT_CANVAS, DRAFT_SIZE, normalize_digit, resize_plain
+from models.image_presets import rgb_array
 from models.imaging import load_oriented, open_image
 
 MNIST_MEAN = 0.1307
@@ -67,7 +68,10 @@ def digit_array(image: Image.Image, preset: dict[str, Any]) -> np.ndarray:
 
 
 # preset kind -> builder(opened image, preset) -> HxW or HxWxC float array in [0, 1]
-ARRAY_BUILDERS: dict[str, Callable[[Image.Image, dict[str, Any]], np.ndarray]] = {"digit": digit_array}
+ARRAY_BUILDERS: dict[str, Callable[[Image.Image, dict[str, Any]], np.ndarray]] = {
+    "digit": digit_array,
+    "rgb": rgb_array,  # colour photos: resize, centre crop (models/image_presets.py)
+}
 
 
 def example_input(preset: dict[str, Any]) -> torch.Tensor:

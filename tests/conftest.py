@@ -19,6 +19,7 @@ from models.registry import DEFAULT_ROOT, ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+IMAGENET_SAMPLES = REPO.parent / "shared" / "data" / "imagenet-samples"
 ADMIN_TOKEN = "test-admin-token"
 
 
@@ -42,10 +43,11 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Path:
-    """A copy of the committed store (digits, rnn), so tests can register and promote freely."""
+    """A copy of the committed store, so tests can register and promote freely (a few MB: imagenet
+    versions hold no big files, their base weights come from a pip package)."""
     root = tmp_path / "store"
-    shutil.copytree(DEFAULT_ROOT / "digits", root / "digits")
-    shutil.copytree(DEFAULT_ROOT / "rnn", root / "rnn", ignore=shutil.ignore_patterns(".*"))  # small: ~2 MB
+    for task in ("digits", "rnn", "imagenet"):
+        shutil.copytree(DEFAULT_ROOT / task, root / task, ignore=shutil.ignore_patterns(".*"))
     return root
 
 

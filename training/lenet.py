@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.networks import build_network, count_parameters
+from models.networks import DIGIT_ARCHITECTURES, build_network, count_parameters
 from models.preprocessing import MNIST_MEAN, MNIST_STD, digit_preset
 from models.registry import DEFAULT_ROOT, ModelRegistry
 from models.registry.manifest import git_commit
@@ -32,7 +32,6 @@ from training.runtime import DEVICE_CHOICES, seed_everything, select_device
 
 log = logging.getLogger("training.lenet")
 LABELS = [str(d) for d in range(10)]
-DIGIT_ARCHITECTURES = ("cnn2", "lenet5", "lenet5-tanh", "seed000")  # of models.networks.ARCHITECTURES
 
 
 def build_parser() -> argparse.ArgumentParser:

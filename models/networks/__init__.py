@@ -9,7 +9,9 @@ from collections.abc import Callable
 from torch import nn
 
 from models.networks.char_rnn import CharRNN
+from models.networks.efficientnet_lite import EfficientNetLite
 from models.networks.lenet import CNN2, LeNet5, LeNet5Tanh, Seed000
+from models.networks.torchvision_zoo import build_torchvision
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "lenet5": LeNet5,
@@ -17,7 +19,12 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "seed000": Seed000,
     "cnn2": CNN2,
     "char-rnn": CharRNN,
+    "efficientnet_lite": EfficientNetLite,  # args: variant ("lite0".."lite4"), num_classes
+    "torchvision": build_torchvision,  # args: model (any torchvision classifier), kwargs
 }
+
+# The 1x28x28 digit classifiers (what `training.lenet --arch` offers).
+DIGIT_ARCHITECTURES: tuple[str, ...] = ("cnn2", "lenet5", "lenet5-tanh", "seed000")
 
 
 class UnknownArchitectureError(ValueError):

@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from models.networks import UnknownArchitectureError, build_network
+from models.optimize import inference_module
+from models.registry.base_weights import load_base_state
 from models.registry.errors import InvalidManifestError
 from models.registry.store import ModelRegistry
 
@@ -25,6 +27,7 @@ class LoadedModel:
     network: nn.Module
     device: torch.device
     labels: list[str] = field(default_factory=list)
+    runner: nn.Module | None = None  # what serves requests (see models.optimize); None means `network`
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -33,12 +36,14 @@ class LoadedModel:
     @torch.inference_mode()
     def predict_proba(self, batch: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N x classes, on CPU) for a preprocessed NCHW batch."""
-        logits = self.network(batch.to(self.device, non_blocking=True))
+        runner = self.network if self.runner is None else self.runner
+        logits = runner(batch.to(self.device, non_blocking=True))
         return torch.softmax(logits.float(), dim=1).cpu()
 
 
 def load_model(registry: ModelRegistry, task: str, ref: str, device: torch.device) -> LoadedModel:
-    """Verify the sha256 of `task`/`ref`, rebuild its architecture and load its safetensors weights.
+    """Verify the sha256 of `task`/`ref`, rebuild its architecture and load its safetensors weights
+    (over the package-shipped base weights when the manifest names them; see `base_weights`).
 
     Raises `ChecksumMismatchError`, `InvalidManifestError` (unknown architecture, weights that
     do not fit it) or the registry's lookup errors.
@@ -54,11 +59,16 @@ def load_model(registry: ModelRegistry, task: str, ref: str, device: torch.devic
         raise InvalidManifestError(f"{task}/{version}: bad constructor args {arch.get('args')}: {exc}") from exc
     weights_path = registry.version_dir(task, version) / manifest["weights"]["file"]
     try:
-        state = load_file(str(weights_path))
+        state = load_base_state(manifest["base_weights"]) if "base_weights" in manifest else {}
+        state.update(load_file(str(weights_path)))
         network.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise InvalidManifestError(f"{task}/{version}: weights do not fit {arch['name']}: {exc}") from exc
     network.to(device).eval()
+    try:
+        runner = inference_module(network, manifest.get("inference"))
+    except ValueError as exc:
+        raise InvalidManifestError(f"{task}/{version}: {exc}") from exc
     return LoadedModel(
         task=task,
         version=version,
@@ -66,4 +76,5 @@ def load_model(registry: ModelRegistry, task: str, ref: str, device: torch.devic
         network=network,
         device=device,
         labels=list(manifest["labels"]),
+        runner=runner if runner is not network else None,
     )

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from models.networks import count_parameters
+from models.registry.base_weights import difference_from_base, load_base_state, validate_spec, verify_base_weights
 from models.registry.errors import (
     ChecksumMismatchError,
     InvalidManifestError,
@@ -127,12 +128,15 @@ class ModelRegistry:
         *,
         artifacts: dict[str, Path] | None = None,
         version: str | None = None,
+        base_weights: dict[str, Any] | None = None,
     ) -> str:
         """Store `network`'s weights and `manifest` as a new immutable version; return its id.
 
         `manifest` holds the descriptive fields (architecture, labels, preprocessing,
         metrics, training, lineage); task, version, parameter count, created_at and the
-        weights/artifact checksums are filled in here.
+        weights/artifact checksums are filled in here. With `base_weights` (see
+        `models.registry.base_weights.base_weights_spec`) the network starts from a state dict
+        shipped by an installed package: only the tensors that differ from it are stored.
         """
         directory = self.task_dir(task)
         directory.mkdir(parents=True, exist_ok=True)
@@ -140,6 +144,8 @@ class ModelRegistry:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
         try:
             state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+            if base_weights is not None:
+                state = difference_from_base(state, load_base_state(validate_spec(base_weights)))
             save_file(state, str(staging / WEIGHTS_FILE), metadata={"task": task, "version": version})
             recorded: dict[str, dict[str, str]] = {}
             for name, source in (artifacts or {}).items():
@@ -155,6 +161,8 @@ class ModelRegistry:
                 "weights": {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": sha256_file(staging / WEIGHTS_FILE)},
                 "artifacts": recorded,
             }
+            if base_weights is not None:
+                full["base_weights"] = base_weights
             write_json_atomic(staging / MANIFEST_FILE, validate_manifest(full))
             os.rename(staging, directory / version)  # atomic; fails if the id already exists
         except BaseException:
@@ -186,7 +194,8 @@ class ModelRegistry:
 
     # ---- checking ------------------------------------------------------------------
     def verify_version(self, task: str, ref: str) -> dict[str, Any]:
-        """Check the sha256 of the weights and every artifact; return the manifest or raise."""
+        """Check the sha256 of the weights, every artifact and any package-shipped base weights;
+        return the manifest or raise."""
         directory = self.version_dir(task, ref)
         manifest = read_manifest(directory / MANIFEST_FILE)
         files = {manifest["weights"]["file"]: manifest["weights"]["sha256"]}
@@ -200,6 +209,8 @@ class ModelRegistry:
                 raise ChecksumMismatchError(
                     f"{task}/{manifest['version']}: sha256 of {name} is {actual}, manifest says {expected}"
                 )
+        if "base_weights" in manifest:
+            verify_base_weights(manifest["base_weights"])
         return manifest
 
     def _new_version_id(self, task: str, architecture: str) -> str:

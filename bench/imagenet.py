@@ -1,0 +1,158 @@
+"""`python -m bench.imagenet`: the ImageNet zoo's accuracy, forward-pass variants and HTTP latency.
+
+1. accuracy: top-1/top-5 error (report and strict rules) of EfficientNet-Lite0/1/2 (+ `--torchvision`
+   names whose weights are in the torch cache) on `--images`, registered into a scratch store;
+2. forward pass (`--forward`): batch of one, threads 1 and 2 x {plain, batch-norm folded,
+   channels-last, both}, rounds interleaved so machine load hits every variant alike;
+3. HTTP: p50/p90/p99 of `POST /imagenet/top5` with one 640x480 JPEG over one keep-alive connection,
+   against a real uvicorn serving the committed store (production version).
+Writes bench/results/imagenet.{md,json}. Timings on this shared 2-core machine are pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from PIL import Image
+
+from bench.http import REPO_ROOT, free_port, running_server
+from models.optimize import inference_module
+from models.registry import ModelRegistry, load_model
+from training import imagenet as zoo
+from training.imagenet_eval import classify_photos, collect_photos, error_rates, format_misses, format_table
+from training.imagenet_sources import WeightsUnavailableError
+
+RESULTS = REPO_ROOT / "bench" / "results"
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+VARIANTS = {"plain": {}, "fold_bn": {"fold_batchnorm": True}, "channels_last": {"channels_last": True},
+            "fold_bn+channels_last": {"fold_batchnorm": True, "channels_last": True}}
+
+
+def accuracy(images: Path, archs: list[str], store: Path) -> tuple[list[dict[str, Any]], str]:
+    """Register each arch into a scratch `store` and score it on `images` (batch of one, 1 thread)."""
+    shutil.rmtree(store, ignore_errors=True)
+    torch.set_num_threads(1)
+    photos = collect_photos(images)
+    rows, report, text = [], [], []
+    for arch in archs:
+        try:
+            version = zoo.add(zoo.build_parser().parse_args(["--store", str(store), "add", "--arch", arch, "--offline",
+                                                             "--no-samples"]))
+        except WeightsUnavailableError as exc:
+            print(f"skipping {arch}: {exc}", file=sys.stderr)
+            continue
+        model = load_model(ModelRegistry(store), zoo.TASK, version, torch.device("cpu"))
+        results = classify_photos(model, photos)
+        summary = error_rates(results, model.labels)
+        rows.append((version, arch, summary))
+        report.append({"arch": arch, "parameters": model.manifest["parameters"], **summary})
+        text.append(f"{arch} misses (report rule):\n{format_misses(results, model.labels)}")
+    return report, f"{len(photos)} photos in {images}\n\n{format_table(rows)}\n\n" + "\n".join(text)
+
+
+def forward_variants(store: Path, rounds: int, reps: int) -> list[dict[str, Any]]:
+    """Median ms of one forward pass (batch of one) per arch x threads x variant, rounds interleaved."""
+    registry = ModelRegistry(store)
+    rows = []
+    for version in registry.versions(zoo.TASK):
+        model = load_model(registry, zoo.TASK, version, torch.device("cpu"))
+        size = model.preprocessing["size"]
+        x = torch.randn(1, 3, *size)
+        runners = {name: inference_module(copy.deepcopy(model.network), options) for name, options in VARIANTS.items()}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            with torch.inference_mode():
+                for runner in runners.values():
+                    runner(x)  # warm-up
+                for _ in range(rounds):
+                    for name, runner in runners.items():
+                        for _ in range(reps):
+                            started = time.perf_counter()
+                            runner(x)
+                            times[name].append((time.perf_counter() - started) * 1000)
+            for name, values in times.items():
+                rows.append({"version": version, "input": size[0], "threads": threads, "variant": name,
+                             "ms_p50": round(statistics.median(values), 2),
+                             "ms_min": round(min(values), 2)})
+    torch.set_num_threads(1)
+    return rows
+
+
+def photo_640x480(images: Path) -> bytes:
+    """A 640x480 JPEG (quality 90) made from the sample teapot photo."""
+    source = images / "teapot.jpg"
+    image = Image.open(source).convert("RGB").resize((640, 480), Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def http_latency(jpeg: bytes, requests: int) -> dict[str, Any]:
+    """Latency of POST /imagenet/top5 over one keep-alive connection, sequential requests."""
+    with running_server(free_port(), RESULTS / "imagenet-server.log") as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            files = {"file": ("photo.jpg", jpeg, "image/jpeg")}
+            for _ in range(10):  # warm-up
+                client.post("/imagenet/top5", files=files).raise_for_status()
+            times, body = [], None
+            for _ in range(requests):
+                started = time.perf_counter()
+                response = client.post("/imagenet/top5", files=files)
+                times.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+                body = response.json()
+    times.sort()
+    pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))], 2)  # noqa: E731
+    return {"requests": requests, "p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99),
+            "model": body["model"], "top1": body["predictions"][0]["label"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.imagenet", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=Path, default=zoo.SAMPLES_DIR)
+    p.add_argument("--torchvision", nargs="*", default=[], help="torchvision archs to add when cached (e.g. alexnet)")
+    p.add_argument("--forward", action="store_true", help="also time forward-pass variants")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--skip-http", action="store_true")
+    args = p.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    store = RESULTS / "imagenet-store"
+    report: dict[str, Any] = {"torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report["accuracy"], table = accuracy(args.images, [*LITE, *args.torchvision], store)
+    md = ["# bench.imagenet", "", "## Accuracy (batch of one, 1 thread)", "", "```", table, "```"]
+    if args.forward:
+        report["forward"] = forward_variants(store, args.rounds, args.reps)
+        md += ["", "## Forward pass, batch of one (ms)", "", "| version | input | threads | variant | p50 | min |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {r['version']} | {r['input']} | {r['threads']} | {r['variant']} | {r['ms_p50']} | {r['ms_min']} |"
+               for r in report["forward"]]
+    if not args.skip_http:
+        report["http"] = http_latency(photo_640x480(args.images), args.requests)
+        h = report["http"]
+        md += ["", f"## POST /imagenet/top5, one 640x480 JPEG, one connection ({h['requests']} requests)", "",
+               f"p50 {h['p50_ms']} ms, p90 {h['p90_ms']} ms, p99 {h['p99_ms']} ms "
+               f"(model {h['model']['version']}, top-1 {h['top1']!r})"]
+    text = "\n".join(md) + "\n"
+    (RESULTS / "imagenet.md").write_text(text)
+    (RESULTS / "imagenet.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

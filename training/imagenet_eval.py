@@ -1,0 +1,131 @@
+"""Top-1/top-5 error of ImageNet classifiers on a folder of photos named by class.
+
+Photos are `DIR/<label>.jpg` (the report's layout: `volcano.jpg`; a trailing `_2`, `-2` or `2`
+is ignored, `_` reads as a space) or an image-folder tree `DIR/<label>/*.jpg`. Two matching rules:
+- report: a prediction is right when its class line starts with the label (the student report's
+  `class_name.startswith(file_label)`, case-insensitive), so "plate" also accepts "plate rack";
+- strict: the first comma-separated name of the class line equals the label (case-insensitive).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.imaging import DEFAULT_MAX_PIXELS
+from models.preprocessing import image_to_array, to_tensor
+from models.registry import LoadedModel
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+RULES = ("report", "strict")
+_COPY_SUFFIX = re.compile(r"(?:[_\-\s]*\(?\d+\)?)$")
+
+
+@dataclass(frozen=True)
+class LabelledPhoto:
+    path: Path
+    label: str
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    photo: LabelledPhoto
+    top: list[tuple[int, float]]  # (class index, probability), best first
+    seconds: float  # decode + preprocess + forward, this photo alone
+
+
+def label_from_name(name: str) -> str:
+    """'volcano' from 'volcano', 'Volcano_2', 'great_white_shark' -> 'great white shark'."""
+    stem = _COPY_SUFFIX.sub("", name) or name
+    return stem.replace("_", " ").strip().lower()
+
+
+def collect_photos(directory: Path) -> list[LabelledPhoto]:
+    """Labelled photos of `directory`: files named by class, or one sub-folder per class."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no such folder: {directory}")
+    photos = []
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            photos.append(LabelledPhoto(path, label_from_name(path.stem)))
+        elif path.is_dir():
+            photos.extend(LabelledPhoto(p, label_from_name(path.name)) for p in sorted(path.iterdir())
+                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not photos:
+        raise FileNotFoundError(f"{directory} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return photos
+
+
+def matches(class_line: str, label: str, rule: str) -> bool:
+    """Whether the class line `class_line` counts as the photo label `label` under `rule`."""
+    line, label = class_line.lower(), label.lower()
+    if rule == "report":
+        return line.startswith(label)
+    if rule == "strict":
+        return line.split(",")[0].strip() == label
+    raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+
+
+def unknown_labels(photos: list[LabelledPhoto], classes: list[str]) -> list[str]:
+    """Photo labels that no class line matches even under the lenient rule (likely misnamed files)."""
+    return sorted({p.label for p in photos if not any(matches(c, p.label, "report") for c in classes)})
+
+
+def classify_photos(model: LoadedModel, photos: list[LabelledPhoto], *, k: int = 5, warmup: int = 2) -> list[PhotoResult]:
+    """Each photo alone (batch of one, as a client would send it), timed from bytes to top-k."""
+    preset = model.preprocessing
+    for photo in photos[:warmup]:  # first calls pay one-off allocation costs
+        model.predict_proba(to_tensor([image_to_array(photo.path.read_bytes(), preset, max_pixels=DEFAULT_MAX_PIXELS)], preset))
+    results = []
+    for photo in photos:
+        data = photo.path.read_bytes()
+        started = time.perf_counter()
+        probabilities = model.predict_proba(to_tensor([image_to_array(data, preset, max_pixels=DEFAULT_MAX_PIXELS)], preset))[0]
+        values, indices = probabilities.topk(k)
+        seconds = time.perf_counter() - started
+        results.append(PhotoResult(photo, list(zip(indices.tolist(), values.tolist())), seconds))
+    return results
+
+
+def error_rates(results: list[PhotoResult], classes: list[str]) -> dict[str, Any]:
+    """Top-1 and top-5 error under both rules, and the latency per photo."""
+    summary: dict[str, Any] = {"photos": len(results)}
+    for rule in RULES:
+        hit1 = sum(matches(classes[r.top[0][0]], r.photo.label, rule) for r in results)
+        hit5 = sum(any(matches(classes[i], r.photo.label, rule) for i, _ in r.top[:5]) for r in results)
+        summary[f"top1_error_{rule}"] = round(1 - hit1 / len(results), 4)
+        summary[f"top5_error_{rule}"] = round(1 - hit5 / len(results), 4)
+    times = [r.seconds * 1000 for r in results]
+    summary["ms_per_image_p50"] = round(statistics.median(times), 2)
+    summary["ms_per_image_mean"] = round(statistics.fmean(times), 2)
+    return summary
+
+
+def misses(results: list[PhotoResult], classes: list[str], rule: str = "report") -> list[PhotoResult]:
+    """Photos whose top-1 is wrong under `rule`."""
+    return [r for r in results if not matches(classes[r.top[0][0]], r.photo.label, rule)]
+
+
+def format_table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:
+    """The report's table: one row per model, errors in % under both rules, latency."""
+    header = (f"{'version':<40} {'architecture':<22} {'top-1 err':>10} {'top-5 err':>10} "
+              f"{'top-1 strict':>12} {'top-5 strict':>12} {'ms/img p50':>10}")
+    lines = [header, "-" * len(header)]
+    for version, arch, s in rows:
+        lines.append(f"{version:<40} {arch:<22} {s['top1_error_report']:>10.2%} {s['top5_error_report']:>10.2%} "
+                     f"{s['top1_error_strict']:>12.2%} {s['top5_error_strict']:>12.2%} {s['ms_per_image_p50']:>10.1f}")
+    return "\n".join(lines)
+
+
+def format_misses(results: list[PhotoResult], classes: list[str]) -> str:
+    """Per missed photo (report rule, top-1): its top-5 with probabilities."""
+    lines = []
+    for r in misses(results, classes):
+        guesses = "; ".join(f"{classes[i].split(',')[0]} {p:.1%}" for i, p in r.top[:5])
+        lines.append(f"  {r.photo.path.name} ({r.photo.label}): {guesses}")
+    return "\n".join(lines) if lines else "  (none)"
+
