@@ -122,3 +122,13 @@ def test_word_completion_as_you_type(browser, server_url):
     box.clear()
     box.send_keys("g")
     assert wait_text(browser, "words-bars", lambda t: t.startswith("green")).startswith("green")
+
+
+def test_imagenet_tab_classifies_a_sample_photo(browser, server_url):
+    open_tab(browser, server_url, "imagenet")
+    browser.find_element("id", "imagenet-file").send_keys(str(SHARED / "imagenet-samples" / "teapot.jpg"))
+    verdict = wait_text(browser, "imagenet-verdict", lambda t: "%" in t)
+    assert verdict.startswith("teapot"), verdict
+    assert len(browser.find_elements("css selector", "#imagenet-bars li")) == 5
+    assert browser.find_element("id", "imagenet-preview").is_displayed()
+    browser.save_screenshot(str(SCREENSHOTS / "imagenet.png"))
