@@ -134,3 +134,23 @@ def test_504_past_the_request_timeout_and_the_service_goes_on(make_client, mnist
 def test_settings_refuse_a_timeout_shorter_than_the_batch_wait():
     with pytest.raises(ValueError, match="request_timeout_s"):
         Settings(request_timeout_s=0.001, batch_max_wait_ms=5)
+
+
+def test_concurrency_two_runs_two_batches_at_once():
+    barrier = threading.Barrier(2, timeout=5)  # only passes if two batches are in flight together
+
+    def process(items: list[int]) -> list[int]:
+        barrier.wait()
+        return items
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(process, BatchPolicy(max_batch_size=1, concurrency=2),
+                               lambda fn, items: asyncio.get_running_loop().run_in_executor(pool, fn, items))
+        results = await gather_with_timeout(batcher.submit([1, 2]), 10)
+        await batcher.close()
+        return results
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        assert asyncio.run(scenario()) == [1, 2]
