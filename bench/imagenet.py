@@ -2,9 +2,10 @@
 
 1. accuracy: top-1/top-5 error (report and strict rules) of EfficientNet-Lite0/1/2 (+ `--torchvision`
    names whose weights are in the torch cache) on `--images`, registered into a scratch store;
-2. forward pass (`--forward`): batch of one, threads 1 and 2 x {plain, batch-norm folded,
+2. preprocessing (`--preprocessing`): TF-lite vs ImageNet normalisation, bilinear vs bicubic;
+3. forward pass (`--forward`): batch of one, threads 1 and 2 x {plain, batch-norm folded,
    channels-last, both}, rounds interleaved so machine load hits every variant alike;
-3. HTTP: p50/p90/p99 of `POST /imagenet/top5` with one 640x480 JPEG over one keep-alive connection,
+4. HTTP: p50/p90/p99 of `POST /imagenet/top5` with one 640x480 JPEG over one keep-alive connection,
    against a real uvicorn serving the committed store (production version).
 Writes bench/results/imagenet.{md,json}. Timings on this shared 2-core machine are pessimistic.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import math
 import io
 import json
 import shutil
@@ -27,10 +30,12 @@ import torch
 from PIL import Image
 
 from bench.http import REPO_ROOT, free_port, running_server
+from models.image_presets import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE_STD, rgb_preset
 from models.optimize import inference_module
 from models.registry import ModelRegistry, load_model
 from training import imagenet as zoo
-from training.imagenet_eval import classify_photos, collect_photos, error_rates, format_misses, format_table
+from training.imagenet_eval import (classify_photos, collect_photos, error_rates, format_misses, format_table,
+                                    matches)
 from training.imagenet_sources import WeightsUnavailableError
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -90,6 +95,34 @@ def forward_variants(store: Path, rounds: int, reps: int) -> list[dict[str, Any]
     return rows
 
 
+def preprocessing_study(images: Path, store: Path) -> list[dict[str, Any]]:
+    """Errors and mean true-class NLL of each registered lite version under alternative presets:
+    TF-lite (127/128) vs ImageNet mean/std normalisation, bilinear vs bicubic resize."""
+    registry = ModelRegistry(store)
+    photos = collect_photos(images)
+    rows = []
+    for version in registry.versions(zoo.TASK):
+        model = load_model(registry, zoo.TASK, version, torch.device("cpu"))
+        base = model.preprocessing
+        for norm, (mean, std) in {"tf-lite 127/128": (TF_LITE_MEAN, TF_LITE_STD),
+                                  "imagenet mean/std": (IMAGENET_MEAN, IMAGENET_STD)}.items():
+            for interpolation in ("bilinear", "bicubic"):
+                preset = rgb_preset(base["size"][0], base["resize"], mean, std, interpolation=interpolation)
+                variant = dataclasses.replace(model, manifest={**model.manifest, "preprocessing": preset})
+                results = classify_photos(variant, photos, k=1000, warmup=0)
+                summary = error_rates(results, model.labels)
+                nll = [-math.log(max(dict(r.top).get(_true_index(model.labels, r.photo.label), 0.0), 1e-12))
+                       for r in results]
+                rows.append({"version": version, "normalisation": norm, "interpolation": interpolation,
+                             "top1_error": summary["top1_error_report"], "top5_error": summary["top5_error_report"],
+                             "true_class_nll": round(statistics.fmean(nll), 3)})
+    return rows
+
+
+def _true_index(classes: list[str], label: str) -> int:
+    return next(i for i, line in enumerate(classes) if matches(line, label, "strict") or matches(line, label, "report"))
+
+
 def photo_640x480(images: Path) -> bytes:
     """A 640x480 JPEG (quality 90) made from the sample teapot photo."""
     source = images / "teapot.jpg"
@@ -125,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, default=zoo.SAMPLES_DIR)
     p.add_argument("--torchvision", nargs="*", default=[], help="torchvision archs to add when cached (e.g. alexnet)")
     p.add_argument("--forward", action="store_true", help="also time forward-pass variants")
+    p.add_argument("--preprocessing", action="store_true", help="also compare normalisations and resize filters")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--requests", type=int, default=200)
@@ -135,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["accuracy"], table = accuracy(args.images, [*LITE, *args.torchvision], store)
     md = ["# bench.imagenet", "", "## Accuracy (batch of one, 1 thread)", "", "```", table, "```"]
+    if args.preprocessing:
+        report["preprocessing"] = preprocessing_study(args.images, store)
+        md += ["", "## Preprocessing alternatives (report rule; NLL = mean -log p(true class))", "",
+               "| version | normalisation | resize | top-1 err | top-5 err | NLL |", "|---|---|---|---|---|---|"]
+        md += [f"| {r['version']} | {r['normalisation']} | {r['interpolation']} | {r['top1_error']:.0%} | "
+               f"{r['top5_error']:.0%} | {r['true_class_nll']} |" for r in report["preprocessing"]]
     if args.forward:
         report["forward"] = forward_variants(store, args.rounds, args.reps)
         md += ["", "## Forward pass, batch of one (ms)", "", "| version | input | threads | variant | p50 | min |",
