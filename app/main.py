@@ -14,7 +14,7 @@ from app.batching import BatchPolicy
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.model_service import ModelService, pick_device
-from app.routes import digits, health, imagenet, models
+from app.routes import components, digits, health, imagenet, models
 from app.settings import Settings
 from models.registry import ModelRegistry
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.service, app.state.metrics = settings, service, Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
-    for module in (digits, imagenet, models, health):
+    for module in (digits, imagenet, components, models, health):
         app.include_router(module.router)
     return app
 

@@ -20,6 +20,7 @@ from models.registry import DEFAULT_ROOT, ModelRegistry
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 IMAGENET_SAMPLES = REPO.parent / "shared" / "data" / "imagenet-samples"
+COMPONENTS_DIR = REPO.parent / "shared" / "data" / "components"
 ADMIN_TOKEN = "test-admin-token"
 
 
@@ -43,11 +44,12 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Path:
-    """A copy of the committed store (digits, imagenet), so tests can register and promote freely."""
+    """A copy of the committed store (digits, imagenet, components), so tests can register and promote freely."""
     root = tmp_path / "store"
     shutil.copytree(DEFAULT_ROOT / "digits", root / "digits")
     # imagenet versions hold no big files (their base weights come from a pip package): a copy is cheap.
-    shutil.copytree(DEFAULT_ROOT / "imagenet", root / "imagenet", ignore=shutil.ignore_patterns(".aliases.lock"))
+    for task in ("imagenet", "components"):
+        shutil.copytree(DEFAULT_ROOT / task, root / task, ignore=shutil.ignore_patterns(".aliases.lock"))
     return root
 
 
