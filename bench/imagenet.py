@@ -5,7 +5,7 @@
 2. preprocessing (`--preprocessing`): TF-lite vs ImageNet normalisation, bilinear vs bicubic;
 3. forward pass (`--forward`): batch of one, threads 1 and 2 x {plain, batch-norm folded,
    channels-last, both}, rounds interleaved so machine load hits every variant alike;
-4. HTTP: p50/p90/p99 of `POST /imagenet/top5` with one 640x480 JPEG over one keep-alive connection,
+4. HTTP: p50/p90/p99 of `POST /imagenet/top5` and `POST /components` with one 640x480 JPEG over one keep-alive connection,
    against a real uvicorn serving the committed store (production version).
 Writes bench/results/imagenet.{md,json}. Timings on this shared 2-core machine are pessimistic.
 """
@@ -39,6 +39,7 @@ from training.imagenet_eval import (classify_photos, collect_photos, error_rates
 from training.imagenet_sources import WeightsUnavailableError
 
 RESULTS = REPO_ROOT / "bench" / "results"
+COMPONENT_PHOTO = REPO_ROOT.parent / "shared" / "data" / "components" / "validation" / "relay" / "relay_12.jpg"
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 VARIANTS = {"plain": {}, "fold_bn": {"fold_batchnorm": True}, "channels_last": {"channels_last": True},
             "fold_bn+channels_last": {"fold_batchnorm": True, "channels_last": True}}
@@ -123,26 +124,25 @@ def _true_index(classes: list[str], label: str) -> int:
     return next(i for i, line in enumerate(classes) if matches(line, label, "strict") or matches(line, label, "report"))
 
 
-def photo_640x480(images: Path) -> bytes:
-    """A 640x480 JPEG (quality 90) made from the sample teapot photo."""
-    source = images / "teapot.jpg"
+def photo_640x480(source: Path) -> bytes:
+    """A 640x480 JPEG (quality 90) made from the photo at `source`."""
     image = Image.open(source).convert("RGB").resize((640, 480), Image.BICUBIC)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
-def http_latency(jpeg: bytes, requests: int) -> dict[str, Any]:
-    """Latency of POST /imagenet/top5 over one keep-alive connection, sequential requests."""
+def http_latency(jpeg: bytes, requests: int, path: str = "/imagenet/top5") -> dict[str, Any]:
+    """Latency of POST `path` over one keep-alive connection, sequential requests."""
     with running_server(free_port(), RESULTS / "imagenet-server.log") as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             files = {"file": ("photo.jpg", jpeg, "image/jpeg")}
             for _ in range(10):  # warm-up
-                client.post("/imagenet/top5", files=files).raise_for_status()
+                client.post(path, files=files).raise_for_status()
             times, body = [], None
             for _ in range(requests):
                 started = time.perf_counter()
-                response = client.post("/imagenet/top5", files=files)
+                response = client.post(path, files=files)
                 times.append((time.perf_counter() - started) * 1000)
                 response.raise_for_status()
                 body = response.json()
@@ -182,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         md += [f"| {r['version']} | {r['input']} | {r['threads']} | {r['variant']} | {r['ms_p50']} | {r['ms_min']} |"
                for r in report["forward"]]
     if not args.skip_http:
-        report["http"] = http_latency(photo_640x480(args.images), args.requests)
-        h = report["http"]
-        md += ["", f"## POST /imagenet/top5, one 640x480 JPEG, one connection ({h['requests']} requests)", "",
-               f"p50 {h['p50_ms']} ms, p90 {h['p90_ms']} ms, p99 {h['p99_ms']} ms "
-               f"(model {h['model']['version']}, top-1 {h['top1']!r})"]
+        sources = {"/imagenet/top5": args.images / "teapot.jpg", "/components": COMPONENT_PHOTO}
+        report["http"] = {path: http_latency(photo_640x480(source), args.requests, path)
+                          for path, source in sources.items()}
+        for path, h in report["http"].items():
+            md += ["", f"## POST {path}, one 640x480 JPEG, one connection ({h['requests']} requests)", "",
+                   f"p50 {h['p50_ms']} ms, p90 {h['p90_ms']} ms, p99 {h['p99_ms']} ms "
+                   f"(model {h['model']['version']}, top-1 {h['top1']!r})"]
     text = "\n".join(md) + "\n"
     (RESULTS / "imagenet.md").write_text(text)
     (RESULTS / "imagenet.json").write_text(json.dumps(report, indent=2) + "\n")
