@@ -15,7 +15,7 @@ from app.errors import install_error_handlers
 from app.fastlane import FastLane
 from app.metrics import Metrics, MetricsMiddleware
 from app.model_service import ModelService, pick_device
-from app.routes import digits, health, imagenet, models, page, rnn
+from app.routes import components, digits, health, imagenet, models, page, rnn
 from app.settings import Settings
 from models.registry import ModelRegistry
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.fast_lane:  # added last = outermost: it sees requests before anything else
         app.add_middleware(FastLane, settings=settings, service=service, metrics=app.state.metrics)
     install_error_handlers(app)
-    for module in (digits, imagenet, rnn, models, health, page):
+    for module in (digits, imagenet, components, rnn, models, health, page):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
     return app

@@ -33,6 +33,8 @@ class Prediction(BaseModel):
     label: str = Field(examples=["7"])
     confidence: float = Field(ge=0, le=1, examples=[0.998])
     top: list[TopEntry]
+    unknown: bool | None = Field(None, description="for models with a calibrated `unknown_threshold` in their "
+                                 "manifest (components): confidence below it, so likely none of the known classes")
     input_image: str | None = Field(None, description="with ?debug=true: the image the network saw (after "
                                     "preprocessing), as a data:image/png;base64 URL")
 

@@ -2,9 +2,10 @@
 
 1. accuracy: top-1/top-5 error (report and strict rules) of EfficientNet-Lite0/1/2 (+ `--torchvision`
    names whose weights are in the torch cache) on `--images`, registered into a scratch store;
-2. forward pass (`--forward`): batch of one, threads 1 and 2 x {plain, batch-norm folded,
+2. preprocessing (`--preprocessing`): TF-lite vs ImageNet normalisation, bilinear vs bicubic;
+3. forward pass (`--forward`): batch of one, threads 1 and 2 x {plain, batch-norm folded,
    channels-last, both}, rounds interleaved so machine load hits every variant alike;
-3. HTTP: p50/p90/p99 of `POST /imagenet/top5` with one 640x480 JPEG over one keep-alive connection,
+4. HTTP: p50/p90/p99 of `POST /imagenet/top5` and `POST /components` with one 640x480 JPEG over one keep-alive connection,
    against a real uvicorn serving the committed store (production version).
 Writes bench/results/imagenet.{md,json}. Timings on this shared 2-core machine are pessimistic.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import math
 import io
 import json
 import shutil
@@ -27,13 +30,16 @@ import torch
 from PIL import Image
 
 from bench.http import REPO_ROOT, free_port, running_server
+from models.image_presets import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE_STD, rgb_preset
 from models.optimize import inference_module
 from models.registry import ModelRegistry, load_model
 from training import imagenet as zoo
-from training.imagenet_eval import classify_photos, collect_photos, error_rates, format_misses, format_table
+from training.imagenet_eval import (classify_photos, collect_photos, error_rates, format_misses, format_table,
+                                    matches)
 from training.imagenet_sources import WeightsUnavailableError
 
 RESULTS = REPO_ROOT / "bench" / "results"
+COMPONENT_PHOTO = REPO_ROOT.parent / "shared" / "data" / "components" / "validation" / "relay" / "relay_12.jpg"
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 VARIANTS = {"plain": {}, "fold_bn": {"fold_batchnorm": True}, "channels_last": {"channels_last": True},
             "fold_bn+channels_last": {"fold_batchnorm": True, "channels_last": True}}
@@ -90,26 +96,53 @@ def forward_variants(store: Path, rounds: int, reps: int) -> list[dict[str, Any]
     return rows
 
 
-def photo_640x480(images: Path) -> bytes:
-    """A 640x480 JPEG (quality 90) made from the sample teapot photo."""
-    source = images / "teapot.jpg"
+def preprocessing_study(images: Path, store: Path) -> list[dict[str, Any]]:
+    """Errors and mean true-class NLL of each registered lite version under alternative presets:
+    TF-lite (127/128) vs ImageNet mean/std normalisation, bilinear vs bicubic resize."""
+    registry = ModelRegistry(store)
+    photos = collect_photos(images)
+    rows = []
+    for version in registry.versions(zoo.TASK):
+        model = load_model(registry, zoo.TASK, version, torch.device("cpu"))
+        base = model.preprocessing
+        for norm, (mean, std) in {"tf-lite 127/128": (TF_LITE_MEAN, TF_LITE_STD),
+                                  "imagenet mean/std": (IMAGENET_MEAN, IMAGENET_STD)}.items():
+            for interpolation in ("bilinear", "bicubic"):
+                preset = rgb_preset(base["size"][0], base["resize"], mean, std, interpolation=interpolation)
+                variant = dataclasses.replace(model, manifest={**model.manifest, "preprocessing": preset})
+                results = classify_photos(variant, photos, k=1000, warmup=0)
+                summary = error_rates(results, model.labels)
+                nll = [-math.log(max(dict(r.top).get(_true_index(model.labels, r.photo.label), 0.0), 1e-12))
+                       for r in results]
+                rows.append({"version": version, "normalisation": norm, "interpolation": interpolation,
+                             "top1_error": summary["top1_error_report"], "top5_error": summary["top5_error_report"],
+                             "true_class_nll": round(statistics.fmean(nll), 3)})
+    return rows
+
+
+def _true_index(classes: list[str], label: str) -> int:
+    return next(i for i, line in enumerate(classes) if matches(line, label, "strict") or matches(line, label, "report"))
+
+
+def photo_640x480(source: Path) -> bytes:
+    """A 640x480 JPEG (quality 90) made from the photo at `source`."""
     image = Image.open(source).convert("RGB").resize((640, 480), Image.BICUBIC)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
-def http_latency(jpeg: bytes, requests: int) -> dict[str, Any]:
-    """Latency of POST /imagenet/top5 over one keep-alive connection, sequential requests."""
+def http_latency(jpeg: bytes, requests: int, path: str = "/imagenet/top5") -> dict[str, Any]:
+    """Latency of POST `path` over one keep-alive connection, sequential requests."""
     with running_server(free_port(), RESULTS / "imagenet-server.log") as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             files = {"file": ("photo.jpg", jpeg, "image/jpeg")}
             for _ in range(10):  # warm-up
-                client.post("/imagenet/top5", files=files).raise_for_status()
+                client.post(path, files=files).raise_for_status()
             times, body = [], None
             for _ in range(requests):
                 started = time.perf_counter()
-                response = client.post("/imagenet/top5", files=files)
+                response = client.post(path, files=files)
                 times.append((time.perf_counter() - started) * 1000)
                 response.raise_for_status()
                 body = response.json()
@@ -125,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, default=zoo.SAMPLES_DIR)
     p.add_argument("--torchvision", nargs="*", default=[], help="torchvision archs to add when cached (e.g. alexnet)")
     p.add_argument("--forward", action="store_true", help="also time forward-pass variants")
+    p.add_argument("--preprocessing", action="store_true", help="also compare normalisations and resize filters")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--requests", type=int, default=200)
@@ -135,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["accuracy"], table = accuracy(args.images, [*LITE, *args.torchvision], store)
     md = ["# bench.imagenet", "", "## Accuracy (batch of one, 1 thread)", "", "```", table, "```"]
+    if args.preprocessing:
+        report["preprocessing"] = preprocessing_study(args.images, store)
+        md += ["", "## Preprocessing alternatives (report rule; NLL = mean -log p(true class))", "",
+               "| version | normalisation | resize | top-1 err | top-5 err | NLL |", "|---|---|---|---|---|---|"]
+        md += [f"| {r['version']} | {r['normalisation']} | {r['interpolation']} | {r['top1_error']:.0%} | "
+               f"{r['top5_error']:.0%} | {r['true_class_nll']} |" for r in report["preprocessing"]]
     if args.forward:
         report["forward"] = forward_variants(store, args.rounds, args.reps)
         md += ["", "## Forward pass, batch of one (ms)", "", "| version | input | threads | variant | p50 | min |",
@@ -142,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         md += [f"| {r['version']} | {r['input']} | {r['threads']} | {r['variant']} | {r['ms_p50']} | {r['ms_min']} |"
                for r in report["forward"]]
     if not args.skip_http:
-        report["http"] = http_latency(photo_640x480(args.images), args.requests)
-        h = report["http"]
-        md += ["", f"## POST /imagenet/top5, one 640x480 JPEG, one connection ({h['requests']} requests)", "",
-               f"p50 {h['p50_ms']} ms, p90 {h['p90_ms']} ms, p99 {h['p99_ms']} ms "
-               f"(model {h['model']['version']}, top-1 {h['top1']!r})"]
+        sources = {"/imagenet/top5": args.images / "teapot.jpg", "/components": COMPONENT_PHOTO}
+        report["http"] = {path: http_latency(photo_640x480(source), args.requests, path)
+                          for path, source in sources.items()}
+        for path, h in report["http"].items():
+            md += ["", f"## POST {path}, one 640x480 JPEG, one connection ({h['requests']} requests)", "",
+                   f"p50 {h['p50_ms']} ms, p90 {h['p90_ms']} ms, p99 {h['p99_ms']} ms "
+                   f"(model {h['model']['version']}, top-1 {h['top1']!r})"]
     text = "\n".join(md) + "\n"
     (RESULTS / "imagenet.md").write_text(text)
     (RESULTS / "imagenet.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -20,6 +20,7 @@ from models.registry import DEFAULT_ROOT, ModelRegistry
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 IMAGENET_SAMPLES = REPO.parent / "shared" / "data" / "imagenet-samples"
+COMPONENTS_DIR = REPO.parent / "shared" / "data" / "components"
 ADMIN_TOKEN = "test-admin-token"
 
 
@@ -43,10 +44,10 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Path:
-    """A copy of the committed store, so tests can register and promote freely (a few MB: imagenet
-    versions hold no big files, their base weights come from a pip package)."""
+    """A copy of the committed store, so tests can register and promote freely (a few MB: imagenet and
+    components versions hold no big files, their base weights come from a pip package)."""
     root = tmp_path / "store"
-    for task in ("digits", "rnn", "imagenet"):
+    for task in ("digits", "rnn", "imagenet", "components"):
         shutil.copytree(DEFAULT_ROOT / task, root / task, ignore=shutil.ignore_patterns(".*"))
     return root
 

@@ -89,6 +89,7 @@ async def classify(task: str, body: bytes, content_type: str | None, top_k: int,
     if top_k > len(model.labels):
         raise ApiError(422, "invalid_parameters", f"top_k: must be at most {len(model.labels)} for {task}")
     rows = await run_batched(model, [ImageItem(p.data, p.content_type) for p in parts], settings, service, metrics)
+    threshold = model.manifest.get("unknown_threshold")  # calibrated on validation photos (components)
     predictions = []
     for index, (part, row) in enumerate(zip(parts, rows)):
         if isinstance(row, ImageError):
@@ -97,8 +98,10 @@ async def classify(task: str, body: bytes, content_type: str | None, top_k: int,
         values, indices = row.probabilities.topk(top_k)
         top = [TopEntry(label=model.labels[i], index=i, probability=round(p, 6))
                for p, i in zip(values.tolist(), indices.tolist())]
-        predictions.append(Prediction(filename=part.filename, label=top[0].label, confidence=top[0].probability,
-                                      top=top, input_image=array_to_data_url(row.array) if debug else None))
+        predictions.append(Prediction(
+            filename=part.filename, label=top[0].label, confidence=top[0].probability, top=top,
+            unknown=None if threshold is None else float(row.probabilities.max()) < float(threshold),
+            input_image=array_to_data_url(row.array) if debug else None))
     metrics.predictions.labels(task, model.version).inc(len(parts))
     metrics.prediction_latency.labels(task, model.version).observe(time.perf_counter() - started)
     return ClassificationResponse(model=ModelRef(task=task, version=model.version), predictions=predictions)

@@ -1,0 +1,124 @@
+"""Component photos: the image-folder tree, augmented views, and cached backbone features.
+
+A frozen backbone makes the same features for the same pixels, so each photo (and each of its
+augmented views) goes through the backbone once; the classifier head then trains on the cached
+vectors in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from models.imaging import load_oriented, open_image
+from models.optimize import inference_module
+from models.preprocessing import image_to_array, to_tensor
+from models.registry.manifest import sha256_file
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "components"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Photos of one split with their class indices."""
+
+    paths: list[Path]
+    targets: list[int]
+
+
+def class_names(root: Path) -> list[str]:
+    """Class names: the sub-folders of `root/train`, sorted."""
+    train = root / "train"
+    if not train.is_dir():
+        raise FileNotFoundError(f"{train} not found: expected {root}/train/<class>/*.jpg (and validation/)")
+    names = sorted(p.name for p in train.iterdir() if p.is_dir())
+    if len(names) < 2:
+        raise FileNotFoundError(f"{train} needs at least two class folders, found {names}")
+    return names
+
+
+def load_split(root: Path, split: str, classes: list[str], limit: int = 0) -> Split:
+    """The photos of `root/split/<class>/` (at most `limit` per class when > 0)."""
+    paths, targets = [], []
+    for index, name in enumerate(classes):
+        folder = root / split / name
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        files = files[:limit] if limit else files
+        paths += files
+        targets += [index] * len(files)
+    return Split(paths, targets)
+
+
+def file_hashes(*splits: Split, root: Path) -> dict[str, str]:
+    """sha256 of every photo, keyed by its path relative to `root` (the dataset's lineage)."""
+    return {str(p.relative_to(root)): sha256_file(p) for split in splits for p in split.paths}
+
+
+def augmentation(preset: dict[str, Any]) -> v2.Compose:
+    """Random resized crop, flips, rotation and colour jitter, at the preset's input size."""
+    size = preset["size"][0]
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),  # components lie in any orientation on the bench
+        v2.RandomRotation(20),
+        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
+    ])
+
+
+def augmented_array(path: Path, preset: dict[str, Any], transform: v2.Compose) -> np.ndarray:
+    """One random view of the photo at `path`, as the H x W x 3 [0, 1] array the preset's `to_tensor` takes."""
+    image = load_oriented(open_image(path.read_bytes()), mode="RGB", draft_size=(preset["resize"],) * 2)
+    image = image.copy()
+    image.thumbnail((preset["resize"] * 2, preset["resize"] * 2), Image.BILINEAR)  # crops come from a modest size
+    view = transform(image)
+    return np.asarray(view, dtype=np.float32) * (1.0 / 255.0)
+
+
+def feature_extractor(network: nn.Module, head_name: str) -> nn.Module:
+    """A copy of `network` whose head (`head_name`, a Linear) returns its input: the pooled features."""
+    extractor = copy.deepcopy(network).eval()
+    parent_name, _, child = head_name.rpartition(".")
+    setattr(extractor.get_submodule(parent_name) if parent_name else extractor, child, nn.Identity())
+    return inference_module(extractor, {"fold_batchnorm": True, "channels_last": True})
+
+
+def last_linear(network: nn.Module) -> tuple[str, nn.Linear]:
+    """Name and module of the network's final Linear layer (its classifier head)."""
+    linears = [(name, m) for name, m in network.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(network).__name__} has no Linear layer to replace")
+    return linears[-1]
+
+
+@torch.inference_mode()
+def extract(extractor: nn.Module, paths: list[Path], preset: dict[str, Any], *, views: int = 0,
+            transform: v2.Compose | None = None, batch_size: int = 16, progress: bool = True,
+            desc: str = "features") -> torch.Tensor:
+    """Features of each photo: the plain (serving) view first, then `views` augmented ones.
+
+    Returns (1 + views) x N x D.
+    """
+    out = []
+    for view in range(1 + views):
+        rows = []
+        for start in tqdm(range(0, len(paths), batch_size), desc=f"{desc} view {view}", disable=not progress,
+                          leave=False):
+            chunk = paths[start : start + batch_size]
+            if view == 0:
+                arrays = [image_to_array(p.read_bytes(), preset, max_pixels=100_000_000) for p in chunk]
+            else:
+                arrays = [augmented_array(p, preset, transform) for p in chunk]
+            rows.append(extractor(to_tensor(arrays, preset)).float())
+        out.append(torch.cat(rows))
+    return torch.stack(out)
