@@ -132,3 +132,20 @@ def test_imagenet_tab_classifies_a_sample_photo(browser, server_url):
     assert len(browser.find_elements("css selector", "#imagenet-bars li")) == 5
     assert browser.find_element("id", "imagenet-preview").is_displayed()
     browser.save_screenshot(str(SCREENSHOTS / "imagenet.png"))
+
+
+def test_components_tab_classifies_a_validation_photo(browser, server_url):
+    photo = sorted((SHARED / "components" / "validation" / "relay").glob("*.jpg"))[0]
+    open_tab(browser, server_url, "components")
+    browser.find_element("id", "components-file").send_keys(str(photo))
+    verdict = wait_text(browser, "components-verdict", lambda t: "%" in t)
+    assert verdict.startswith("relay"), verdict
+    assert len(browser.find_elements("css selector", "#components-bars li")) == 3
+    browser.save_screenshot(str(SCREENSHOTS / "components.png"))
+
+
+def test_components_tab_flags_a_photo_that_is_no_component(browser, server_url):
+    open_tab(browser, server_url, "components")
+    browser.find_element("id", "components-file").send_keys(str(SHARED / "imagenet-samples" / "volcano.jpg"))
+    verdict = wait_text(browser, "components-verdict", lambda t: "%" in t)
+    assert "not confidently any known component" in verdict
