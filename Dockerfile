@@ -82,4 +82,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
 
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+# One worker process per CPU by default (MODELHOUSE_WORKERS overrides); see app/__main__.py.
+CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000"]

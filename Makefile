@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 serve: $(STAMP)
-	$(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT) --no-access-log
+	$(PY) -m app --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -31,7 +31,7 @@ class BatchPolicy:
 
     max_batch_size: int = 64
     max_wait_ms: float = 0.0
-    max_queue: int = 128
+    max_queue: int = 64
     concurrency: int = 1  # batches in flight at once (each on its own inference thread)
 
     def merged(self, overrides: dict[str, Any] | None) -> BatchPolicy:

@@ -1,10 +1,15 @@
-"""Prometheus metrics (prometheus-client), one collector registry per app instance."""
+"""Prometheus metrics (prometheus-client), one collector registry per app instance.
+
+With several worker processes (`python -m app --workers N` sets PROMETHEUS_MULTIPROC_DIR), each
+process writes its samples to files there and /metrics aggregates all live processes.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from app.batching import BatchObserver
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,10 +17,14 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class Metrics:
-    """The service's metrics; `registry` is what /metrics exposes."""
+    """The service's metrics; `exposition` is the registry /metrics renders."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.exposition = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.exposition = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposition)
         self.requests = Counter("modelhouse_http_requests_total", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("modelhouse_http_request_duration_seconds", "HTTP request latency by route",
@@ -29,7 +38,7 @@ class Metrics:
             "modelhouse_inference_duration_seconds", "decode + forward time of one micro-batch, per model version",
             ["task", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue_depth = Gauge("modelhouse_queue_depth", "items waiting for a micro-batch, per model version",
-                                 ["task", "version"], registry=self.registry)
+                                 ["task", "version"], registry=self.registry, multiprocess_mode="livesum")
         self.batch_size = Histogram("modelhouse_batch_size", "items per forward pass, per model version",
                                     ["task", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                                     registry=self.registry)

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     inference_workers: int = Field(2, ge=1, description="inference threads shared by all models' batchers")
     batch_max_size: int = Field(64, ge=1, description="largest micro-batch per forward pass")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a small batch to grow (0: run at once; batches still form under load)")
-    queue_max: int = Field(128, ge=1, description="queued items per model before answering 503 (128: above the 64-connection bench, below overload)")
+    queue_max: int = Field(64, ge=1, description="queued items per model and worker process before answering 503")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
     batching: dict[str, dict[str, float]] = Field(
         # ImageNet-size convnets cost the same per image at any batch size on a CPU; two single-threaded

@@ -115,8 +115,11 @@ def server_process(port: int, log_path: Path, ready_timeout: float = 60.0, app: 
     Raises `BenchError` if the server exits early or is not ready within `ready_timeout` seconds
     (the tail of its log, written to `log_path`, is included).
     """
-    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-           "--no-access-log", "--log-level", "warning"]
+    if app == "app.main:app":  # the project: its own launcher (worker processes, shared metrics)
+        cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+               "--no-access-log", "--log-level", "warning"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **SERVER_ENV, **(env or {})}, stdout=log_file,

@@ -44,10 +44,15 @@ def imagenet_payload(directory: Path) -> Payload | None:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and all its descendants (the launcher and its worker processes), MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mb(int(child))
+    return total
 
 
 def measure(app: str, env: dict[str, str], payloads: list[Payload], connections: list[int], duration: int,

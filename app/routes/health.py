@@ -28,4 +28,4 @@ async def readyz(service: ServiceDep) -> Readiness | JSONResponse:
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text format)")
 async def metrics(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.exposition), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,48 @@
+"""Run the service: `python -m app [--host H] [--port P] [--workers N]` (what `make serve` and the image use).
+
+Several worker processes (default: one per CPU core, measured best on 2 cores: `python -m bench.serving`)
+share the listening socket; each loads the models and batches its own requests, so Python's GIL is
+not the ceiling. Prometheus metrics are aggregated across them through a multiprocess directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+import uvicorn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("MODELHOUSE_WORKERS", os.cpu_count() or 1)),
+                        help="worker processes (env MODELHOUSE_WORKERS; default: CPU cores)")
+    parser.add_argument("--log-level", default=os.environ.get("MODELHOUSE_LOG_LEVEL", "info").lower())
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="modelhouse-metrics-")  # fresh: no stale samples from an old run
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers,
+                    log_level=args.log_level, access_log=False)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
