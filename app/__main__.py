@@ -15,19 +15,24 @@ import tempfile
 
 import uvicorn
 
+from app.settings import Settings
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("MODELHOUSE_WORKERS", os.cpu_count() or 1)),
-                        help="worker processes (env MODELHOUSE_WORKERS; default: CPU cores)")
-    parser.add_argument("--log-level", default=os.environ.get("MODELHOUSE_LOG_LEVEL", "info").lower())
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default: Settings.workers, i.e. MODELHOUSE_WORKERS or CPU cores)")
+    parser.add_argument("--log-level", default=None, help="default: Settings.log_level")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    settings = Settings()
+    args.workers = settings.workers if args.workers is None else args.workers
+    args.log_level = (args.log_level or settings.log_level).lower()
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2

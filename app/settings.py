@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, description="per-request upload limit, enforced while reading")
     max_image_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard, checked from the header")
     max_files_per_request: int = Field(64, gt=0)
+    workers: int = Field(max(1, os.cpu_count() or 1), ge=1,
+                         description="worker processes of `python -m app` (one per core measured best on 2 cores)")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per inference call")
     inference_workers: int = Field(2, ge=1, description="inference threads shared by all models' batchers")
     batch_max_size: int = Field(64, ge=1, description="largest micro-batch per forward pass")
