@@ -194,7 +194,15 @@ def settle(url: str, payload: Payload, pause: float = 0.5) -> None:
 
     One POST queues behind that backlog in the inference pool; the pause lets the event loop go idle.
     """
-    preflight(url, payload)
+    deadline = time.monotonic() + 60
+    while True:  # after an overload run the queues may still be full: wait until requests are accepted again
+        try:
+            preflight(url, payload)
+            break
+        except BenchError as exc:
+            if "answered 503" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     time.sleep(pause)
 
 
