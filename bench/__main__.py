@@ -85,7 +85,7 @@ def http_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]
     """Markdown lines for the HTTP section: one table row per wrk run."""
     lines = ["## HTTP: POST /digits (wrk)", "",
              f"wrk -t1, {meta['duration']} s per run, timeout {meta['timeout']} s, after {meta['warmup']} s warm-up "
-             f"per payload; one uvicorn worker. wrk and the server share the same {meta['cpus']} CPU cores, so "
+             f"per payload; the service as `python -m app` (one worker process per core). wrk and the server share the same {meta['cpus']} CPU cores, so "
              "the load generator's own CPU use is included in what the server competes with.", ""]
     lines += [f"- `{p['name']}`: {p['description']}" for p in meta["payloads"]]
     lines += ["", "| payload | connections | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
