@@ -72,14 +72,19 @@ def validate_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; `InvalidManifestError` for an unreadable file or another JSON type."""
     try:
-        manifest = json.loads(path.read_text())
+        payload = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidManifestError(f"cannot read manifest {path}: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise InvalidManifestError(f"manifest {path} is not a JSON object")
-    return validate_manifest(manifest)
+        raise InvalidManifestError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise InvalidManifestError(f"{path} is not a JSON object")
+    return payload
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    return validate_manifest(read_json_object(path))
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

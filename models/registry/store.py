@@ -9,7 +9,6 @@ replace, so a reader always sees one complete version.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -27,13 +26,13 @@ from models.networks import count_parameters
 from models.registry.base_weights import difference_from_base, load_base_state, validate_spec, verify_base_weights
 from models.registry.errors import (
     ChecksumMismatchError,
-    InvalidManifestError,
     InvalidVersionIdError,
     UnknownTaskError,
     UnknownVersionError,
 )
 from models.registry.manifest import (
     SCHEMA_VERSION,
+    read_json_object,
     read_manifest,
     sha256_file,
     utc_now,
@@ -84,13 +83,7 @@ class ModelRegistry:
         path = self.task_dir(task) / ALIASES_FILE
         if not path.is_file():
             return {}
-        try:
-            aliases = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InvalidManifestError(f"cannot read {path}: {exc}") from exc
-        if not isinstance(aliases, dict):
-            raise InvalidManifestError(f"{path} must hold a JSON object of alias -> version")
-        return {str(k): str(v) for k, v in aliases.items()}
+        return {str(k): str(v) for k, v in read_json_object(path).items()}
 
     def resolve(self, task: str, ref: str = DEFAULT_ALIAS) -> str:
         """The version id that `ref` (a version id or an alias) names for `task`."""
