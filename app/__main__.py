@@ -29,13 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     settings = Settings()
     args.workers = settings.workers if args.workers is None else args.workers
     args.log_level = (args.log_level or settings.log_level).lower()
     if args.workers < 1:
-        print("--workers must be at least 1", file=sys.stderr)
-        return 2
+        parser.error("--workers must be at least 1")  # exits 2 with the usage line
     metrics_dir = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="modelhouse-metrics-")  # fresh: no stale samples from an old run

@@ -18,8 +18,10 @@ from tests.conftest import png_bytes
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_workers_must_be_positive():
-    assert main(["--workers", "0"]) == 2
+def test_workers_must_be_positive(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workers", "0"])
+    assert exit_info.value.code == 2 and "--workers must be at least 1" in capsys.readouterr().err
 
 
 def post_digit(url: str, payload: bytes) -> int:
