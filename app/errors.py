@@ -46,6 +46,16 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UndecodableImageError: (400, "undecodable_image"),
     ImageTooLargeError: (413, "image_too_large"),
 }
+
+
+def domain_status(exc: Exception) -> tuple[int, str] | None:
+    """(status, code) for a domain error or any subclass of one (nearest class wins), else None."""
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_ERRORS:
+            return DOMAIN_ERRORS[cls]
+    return None
+
+
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_parameters", 503: "unavailable"}
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import DOMAIN_ERRORS, ApiError, error_body
+from app.errors import ApiError, domain_status, error_body
 from app.metrics import Metrics
 from app.model_service import ModelService
 from app.routes.classify import CLASSIFY_ROUTES, ClassifyRoute, classify
@@ -59,7 +59,7 @@ class FastLane:
             headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
             return exc.status, _json(error_body(exc.code, exc.message)), headers
         except (RegistryError, ValueError) as exc:
-            mapped = DOMAIN_ERRORS.get(type(exc))
+            mapped = domain_status(exc)
             if mapped is None:
                 log.exception("unexpected error on POST %s", scope["path"])
                 return 500, _json(error_body("internal_error", "internal server error")), []

@@ -10,7 +10,7 @@ from functools import partial
 from fastapi import Request
 
 from app.dependencies import MetricsDep, ServiceDep, SettingsDep
-from app.errors import DOMAIN_ERRORS, ApiError
+from app.errors import ApiError, domain_status
 from app.batching import QueueFullError, gather_with_timeout
 from app.inference import ImageItem, array_to_data_url, classify_batch
 from app.metrics import Metrics
@@ -93,7 +93,7 @@ async def classify(task: str, body: bytes, content_type: str | None, top_k: int,
     predictions = []
     for index, (part, row) in enumerate(zip(parts, rows)):
         if isinstance(row, ImageError):
-            status, code = DOMAIN_ERRORS[type(row)]
+            status, code = domain_status(row) or (400, "undecodable_image")
             raise ApiError(status, code, f"file {index + 1} ({part.filename or 'unnamed'}): {row}")
         values, indices = row.probabilities.topk(top_k)
         top = [TopEntry(label=model.labels[i], index=i, probability=round(p, 6))

@@ -179,3 +179,14 @@ def test_debug_returns_the_28x28_image_the_model_saw(make_client, mnist_test, fa
     plain = client.post("/digits", files=[("file", ("p.jpg", photo, "image/jpeg"))]).json()["predictions"][0]
     assert plain["input_image"] is None
     assert client.post("/digits", params={"debug": "maybe"}, files=files_of(photo)).status_code == 422
+
+
+def test_a_subclass_of_a_domain_error_keeps_its_status():
+    from app.errors import domain_status
+    from models.registry import InvalidManifestError
+
+    class MissingPackage(InvalidManifestError):
+        pass
+
+    assert domain_status(MissingPackage("pip install x")) == (409, "invalid_model")
+    assert domain_status(RuntimeError("bug")) is None
