@@ -5,6 +5,10 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
+import socket
+import subprocess
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +26,27 @@ MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 IMAGENET_SAMPLES = REPO.parent / "shared" / "data" / "imagenet-samples"
 COMPONENTS_DIR = REPO.parent / "shared" / "data" / "components"
 ADMIN_TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    """Poll `url`/readyz until 200; fail the test if the server exits or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet, or 503 while models load
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"server at {url} did not become ready (exit code {proc.poll()})")
+        time.sleep(0.2)
 
 
 def _read_idx(path: Path, header: int) -> np.ndarray:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app.__main__ import main
-from tests.conftest import png_bytes
+from tests.conftest import free_port, png_bytes, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,24 +33,13 @@ def post_digit(url: str, payload: bytes) -> int:
 
 
 def test_two_workers_serve_and_metrics_add_up(mnist_test):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), "--workers", "2", "--log-level",
                              "warning"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("python -m app did not become ready")
-                time.sleep(0.3)
+        wait_until_ready(url, proc)
         payload = png_bytes(mnist_test[0][0])
         assert [post_digit(url, payload) for _ in range(30)] == [200] * 30
         text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
