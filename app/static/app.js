@@ -27,6 +27,12 @@ async function api(path, options = {}) {
 
 function showError(task, err) { $(`${task}-error`).textContent = err ? err.message : ""; }
 
+// Answers can arrive out of order (a slow request, or one still in flight when the user clears or
+// uploads again): each task shows only the answer to its newest request.
+const requestCount = {};
+function startRequest(task) { requestCount[task] = (requestCount[task] || 0) + 1; return requestCount[task]; }
+function isCurrent(task, ticket) { return requestCount[task] === ticket; }
+
 // Renders [{label, probability}] as labelled bars; `best` marks the winner.
 function renderBars(list, rows, best) {
   list.replaceChildren(...rows.map((row) => {
@@ -78,6 +84,7 @@ let drawing = false;
 let hasInk = false;
 
 function clearCanvas() {
+  startRequest("digits");  // whatever is still in flight answers a drawing that is gone
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   hasInk = false;
@@ -123,12 +130,15 @@ $("digit-clear").addEventListener("click", clearCanvas);
 
 const classifyDrawing = debounce(() => {
   if (!hasInk) return;
-  canvas.toBlob((blob) => showDigits(blob, "drawing.png"), "image/png");
+  const ticket = startRequest("digits");  // taken now: a clear before the blob is ready cancels it
+  canvas.toBlob((blob) => showDigits(blob, "drawing.png", ticket), "image/png");
 }, 150);
 
-async function showDigits(blob, filename) {
+async function showDigits(blob, filename, ticket = startRequest("digits")) {
+  if (!isCurrent("digits", ticket)) return;
   try {
     const body = await classify("digits", "/digits", blob, filename, { top_k: 10, debug: true });
+    if (!isCurrent("digits", ticket)) return;
     const prediction = body.predictions[0];
     const byDigit = [...prediction.top].sort((a, b) => Number(a.label) - Number(b.label));
     $("digit-verdict").textContent = `It's a ${prediction.label} (${pct(prediction.confidence)})`;
@@ -137,7 +147,7 @@ async function showDigits(blob, filename) {
     $("digit-seen-figure").hidden = false;
     showError("digits", null);
   } catch (err) {
-    showError("digits", err);
+    if (isCurrent("digits", ticket)) showError("digits", err);
   }
 }
 $("digit-file").addEventListener("change", (e) => {
@@ -154,9 +164,11 @@ async function showPhoto(task, file) {
   preview.alt = `Your photo: ${file.name}`;
   preview.hidden = false;
   $(`${task}-verdict`).textContent = "…";
+  const ticket = startRequest(task);
   try {
     const { path, topK } = PHOTO_TASKS[task];
     const prediction = (await classify(task, path, file, file.name, { top_k: topK })).predictions[0];
+    if (!isCurrent(task, ticket)) return;
     const verdict = $(`${task}-verdict`);
     verdict.textContent = `${prediction.label} (${pct(prediction.confidence)})`;
     verdict.classList.toggle("unknown", Boolean(prediction.unknown));
@@ -164,6 +176,7 @@ async function showPhoto(task, file) {
     renderBars($(`${task}-bars`), prediction.top, prediction.label);
     showError(task, null);
   } catch (err) {
+    if (!isCurrent(task, ticket)) return;
     $(`${task}-verdict`).textContent = "";
     $(`${task}-bars`).replaceChildren();
     showError(task, err);

@@ -67,6 +67,23 @@ def test_drawing_a_seven_on_the_canvas(browser, server_url):
     assert browser.find_element("id", "digit-verdict").text == "Draw something."
 
 
+def test_an_answer_arriving_after_clear_is_not_shown(browser, server_url):
+    open_tab(browser, server_url, "digits")
+    # A slow network: every API answer reaches the page 800 ms late.
+    browser.execute_script(
+        "const real = window.fetch;"
+        "window.fetch = async (...args) => { const r = await real(...args);"
+        " await new Promise((ok) => setTimeout(ok, 800)); return r; };"
+    )
+    draw(browser, [[(70, 60), (210, 60), (130, 250)]])
+    # Let the debounced request leave (150 ms), then clear while its answer is still on the way.
+    browser.execute_script("return new Promise((ok) => setTimeout(ok, 400));")
+    browser.find_element("id", "digit-clear").click()
+    browser.execute_script("return new Promise((ok) => setTimeout(ok, 1500));")
+    assert browser.find_element("id", "digit-verdict").text == "Draw something."
+    assert browser.find_elements("css selector", "#digit-bars li") == []
+
+
 def test_uploading_a_photo_of_a_digit(browser, server_url, mnist_test, tmp_path):
     images, labels = mnist_test
     photo = tmp_path / "digit.jpg"
