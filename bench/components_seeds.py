@@ -22,13 +22,13 @@ RESULTS = REPO / "bench" / "results"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.components_seeds", description=__doc__)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--recipe", default="cached-head")
-    args = p.parse_args(argv)
+    p.add_argument("--recipe", default="finetune", help="a recipe of training.components (default: its default)")
+    args, extra = p.parse_known_args(argv)  # anything else goes to training.components (e.g. --unfreeze 6)
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "training.components", "--seed", str(seed), "--recipe", args.recipe,
+        out = subprocess.run([sys.executable, "-m", "training.components", "--seed", str(seed), "--recipe", args.recipe, *extra,
                               "--no-register", "--no-progress", "--out-dir", str(RESULTS / f"components-s{seed}")],
                              cwd=REPO, capture_output=True, text=True, check=True).stdout
         summary = json.loads(out.strip().splitlines()[-1])
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     def stats(key: str) -> str:
         values = [r[key] for r in rows]
         return f"{statistics.fmean(values):.3f} ± {statistics.pstdev(values):.3f}"
-    md = [f"# bench.components_seeds (recipe {args.recipe})", "", "| seed | top-1 err | top-3 err | epochs | seconds |",
+    md = [f"# bench.components_seeds (recipe {args.recipe}{' ' + ' '.join(extra) if extra else ''})", "", "| seed | top-1 err | top-3 err | epochs | seconds |",
           "|---|---|---|---|---|"]
     md += [f"| {r['seed']} | {r['top1_error']:.1%} | {r['top3_error']:.1%} | {r['epochs_run']} | {r['seconds']} |"
            for r in rows]

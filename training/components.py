@@ -1,10 +1,12 @@
 """Train an electronic-component classifier by transfer learning: `python -m training.components [--promote]`.
 
-Default recipe: EfficientNet-Lite0 (ImageNet weights from its pip package), frozen; features of
-each training photo and of `--views` augmented views (random resized crop, flips, rotation, colour
-jitter) cached once; a new linear head trained on them with AdamW, label smoothing and early
-stopping on the validation loss. `--recipe report` is the student report's recipe (frozen
-backbone, new last layer, Adam lr 1e-3, cross-entropy, 30 epochs, no augmentation).
+Default recipe `finetune` (linear probe, then fine-tune): EfficientNet-Lite0 (ImageNet weights from its
+pip package); (1) features of each training photo and of `--views` augmented views (random resized crop,
+flips, rotation, colour jitter) are cached once and a new linear head is trained on them with AdamW,
+label smoothing and early stopping on the validation loss; (2) starting from that head, the head and the
+last `--unfreeze` blocks are fine-tuned on freshly augmented photos every epoch (AdamW, cosine schedule,
+label smoothing, early stopping). `--recipe cached-head` stops after (1). `--recipe report` is the student
+report's recipe (frozen backbone, new last layer, Adam lr 1e-3, cross-entropy, 30 epochs, no augmentation).
 `--eval-dir DIR --version V` scores a registered version on any labelled folder instead.
 """
 
@@ -27,6 +29,8 @@ from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry, Registry
 from models.registry.manifest import git_commit
 from training.components_data import (DEFAULT_DATA_DIR, Split, augmentation, class_names, extract, feature_extractor,
                                       file_hashes, last_linear, load_split)
+from training.components_finetune import fine_tune, tail_parameters, load_working_copies, serving_tensor
+from training.engine import OPTIMIZERS, build_optimizer
 from training.imagenet_sources import WeightsUnavailableError, pretrained
 from training.metrics import classification_report, confusion_matrix, format_report
 from training.plots import plot_confusion_matrix, plot_learning_curves
@@ -34,10 +38,17 @@ from training.runtime import seed_everything
 
 log = logging.getLogger("training.components")
 TASK = "components"
-RECIPES = {
-    # name: (augmented views, optimizer, lr, weight decay, label smoothing, epochs, early-stopping patience)
-    "cached-head": (10, "adamw", 3e-3, 1e-3, 0.1, 300, 40),
-    "report": (0, "adam", 1e-3, 0.0, 0.0, 30, 0),
+# Defaults of every knob left unset on the command line. Stage 1 trains the head on cached features
+# (views, optimizer, lr, weight_decay, label_smoothing, epochs, patience); stage 2 (unfreeze > 0)
+# fine-tunes the head and the last `unfreeze` blocks on fresh augmentation.
+_HEAD = dict(views=10, optimizer="adamw", lr=3e-3, weight_decay=1e-3, label_smoothing=0.1, epochs=300, patience=40)
+_NO_FINETUNE = dict(unfreeze=0, finetune_epochs=0, finetune_lr=0.0, finetune_weight_decay=0.0, finetune_patience=0)
+RECIPES: dict[str, dict[str, Any]] = {
+    "finetune": {**_HEAD, "unfreeze": 3, "finetune_epochs": 30, "finetune_lr": 3e-4, "finetune_weight_decay": 1e-2,
+                 "finetune_patience": 8},
+    "cached-head": {**_HEAD, **_NO_FINETUNE},
+    "report": dict(views=0, optimizer="adam", lr=1e-3, weight_decay=0.0, label_smoothing=0.0, epochs=30, patience=0,
+                   **_NO_FINETUNE),
 }
 
 
@@ -47,10 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="DIR/{train,validation}/<class>/*.jpg")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="efficientnet_lite0|1|2 (offline) or a torchvision classifier (alexnet as in the report)")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="cached-head")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="finetune")
     p.add_argument("--views", type=int, default=None, help="augmented views per training photo (recipe default)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="head epochs on cached features")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="head optimizer")
+    p.add_argument("--lr", type=float, default=None, help="head learning rate")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None, help="head early stopping (0: off)")
+    p.add_argument("--unfreeze", type=int, default=None,
+                   help="fine-tune the head and this many blocks before it on fresh augmentation (0: no stage 2)")
+    p.add_argument("--finetune-epochs", type=int, default=None)
+    p.add_argument("--finetune-lr", type=float, default=None)
+    p.add_argument("--finetune-weight-decay", type=float, default=None)
+    p.add_argument("--finetune-patience", type=int, default=None, help="fine-tuning early stopping (0: off)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--unknown-quantile", type=float, default=0.05,
                    help="threshold = this quantile of the confidence of correctly classified validation photos")
@@ -67,15 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every knob left unset from the recipe; fail early on values that cannot work."""
+    for key, value in RECIPES[args.recipe].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.views < 0 or args.epochs < 1 or args.unfreeze < 0 or args.batch_size < 1:
+        raise ValueError("--views and --unfreeze must be >= 0, --epochs and --batch-size >= 1")
+    if args.unfreeze and args.finetune_epochs < 1:
+        raise ValueError("--unfreeze needs --finetune-epochs >= 1")
+    return args
+
+
 def train_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                num_classes: int, args: argparse.Namespace, generator: torch.Generator) -> tuple[nn.Linear, list[dict]]:
     """A linear head on cached features (views x N x D for training); best validation-loss weights kept."""
-    _, optimizer_name, _, decay, smoothing, _, patience = RECIPES[args.recipe]
-    lr, epochs = args.lr, args.epochs
+    lr, epochs, patience = args.lr, args.epochs, args.patience
     head = nn.Linear(train_x.shape[-1], num_classes)
-    optimizer = (torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=decay) if optimizer_name == "adamw"
-                 else torch.optim.Adam(head.parameters(), lr=lr))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    optimizer = build_optimizer(args.optimizer, head.parameters(), lr=lr, weight_decay=args.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     xs, ys = train_x.reshape(-1, train_x.shape[-1]), train_y.repeat(train_x.shape[0])
     history, best, best_loss, bad = [], None, float("inf"), 0
     for epoch in tqdm(range(1, epochs + 1), desc="head", disable=not args.progress, leave=False):
@@ -95,7 +126,7 @@ def train_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor
         with torch.no_grad():
             val_logits = head(val_x)
             val_loss = float(nn.functional.cross_entropy(val_logits, val_y))
-        history.append({"epoch": epoch, "train_loss": round(total / len(xs), 6), "train_accuracy": round(correct / len(xs), 6),
+        history.append({"stage": "head", "epoch": epoch, "train_loss": round(total / len(xs), 6), "train_accuracy": round(correct / len(xs), 6),
                         "dev_loss": round(val_loss, 6), "dev_accuracy": round(float((val_logits.argmax(1) == val_y).float().mean()), 6)})
         if val_loss < best_loss - 1e-4:
             best_loss, bad, best = val_loss, 0, {k: v.clone() for k, v in head.state_dict().items()}
@@ -148,10 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Extract features, train the head, evaluate on validation, write artifacts, register."""
     started = time.perf_counter()
     commit = git_commit(Path(__file__).resolve().parent)
-    recipe = RECIPES[args.recipe]
-    args.views = recipe[0] if args.views is None else args.views
-    args.epochs = recipe[5] if args.epochs is None else args.epochs
-    args.lr = recipe[2] if args.lr is None else args.lr
+    resolve_recipe(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     generator = seed_everything(args.seed)
@@ -162,6 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise FileNotFoundError(f"{args.data_dir} needs photos in train/<class>/ and validation/<class>/")
     source = pretrained(args.backbone)
     head_name, _ = last_linear(source.network)
+    tail_parameters(source.network, head_name, args.unfreeze)  # a bad --unfreeze fails before any work
     extractor = feature_extractor(source.network, head_name)
     preset = source.preprocessing
     train_x = extract(extractor, train.paths, preset, views=args.views, transform=augmentation(preset),
@@ -170,11 +199,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_y, val_y = torch.tensor(train.targets), torch.tensor(validation.targets)
     extract_seconds = time.perf_counter() - started
     head, history = train_head(train_x, train_y, val_x, val_y, len(labels), args, generator)
-    with torch.no_grad():
-        probabilities = torch.softmax(head(val_x), 1)
+    network, architecture = assemble(source, head_name, head, len(labels))
+    val_images = serving_tensor(validation.paths, preset)
+    finetuned: list[str] = []
+    if args.unfreeze:
+        result, finetuned = fine_tune(network, head_name, train_images=load_working_copies(train.paths, preset),
+                                      train_targets=train.targets, val_x=val_images, val_y=val_y, preset=preset,
+                                      transform=augmentation(preset), args=args, generator=generator)
+        history += [{**row, "stage": "finetune", "epoch": len(history) + row["epoch"]} for row in result.history]
+    with torch.inference_mode():
+        probabilities = torch.softmax(network.eval()(val_images), 1)
     matrix = confusion_matrix(val_y, probabilities.argmax(1), len(labels))
     report = classification_report(matrix, labels)
-    errors = topk_errors(probabilities, val_y)
+    errors = {**topk_errors(probabilities, val_y),
+              "loss": round(float(nn.functional.nll_loss(probabilities.clamp_min(1e-12).log(), val_y)), 4)}
     missed = misclassified(validation.paths, probabilities, val_y, labels, args.data_dir)
     threshold = unknown_threshold(probabilities, val_y, args.unknown_quantile)
     print(format_report(report))
@@ -182,7 +220,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"unknown below confidence {threshold}")
     for row in missed:
         print(f"  missed {row['photo']}: {row['top3']}")
-    network, architecture = assemble(source, head_name, head, len(labels))
     wall = time.perf_counter() - started
     out_dir = args.out_dir or Path("runs") / "components" / time.strftime("%Y%m%d-%H%M%S")
     artifacts = write_artifacts(out_dir, history, matrix, labels, args)
@@ -195,11 +232,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "inference": {"fold_batchnorm": True, "channels_last": True},
             "unknown_threshold": threshold,
             "metrics": {"validation_top1_error": errors["top1_error"], "validation_top3_error": errors["top3_error"],
+                        "validation_loss": errors["loss"],
                         "validation_accuracy": report["accuracy"], "report": report,
                         "confusion_matrix": matrix.tolist(), "misclassified": missed,
                         "unknown_threshold": threshold, "unknown_quantile": args.unknown_quantile},
             "training": {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                          "recipe": args.recipe, "seed": args.seed, "epochs_run": len(history),
+                         "finetuned_parameters": finetuned,
                          "wall_seconds": round(wall, 1), "device": "cpu", "torch": torch.__version__,
                          "threads": torch.get_num_threads()},
             "lineage": {"dataset": "components", "files": file_hashes(train, validation, root=args.data_dir),
