@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
     service = ModelService(ModelRegistry(settings.store_dir), pick_device(settings.device),
                            max_loaded=settings.max_loaded_models, workers=settings.inference_workers,
-                           batch_policy=policy, task_policies=settings.batching)
+                           batch_policy=policy, task_policies=settings.batching, backends=settings.backends,
+                           threads=settings.torch_threads)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from app.batching import BatchObserver, BatchPolicy, MicroBatcher
+from models.onnx_backend import BackendError
 from models.registry import DEFAULT_ALIAS, LoadedModel, ModelRegistry, load_model
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ class ModelService:
     """Thread-safe cache of loaded versions, keyed by (task, version)."""
 
     def __init__(self, registry: ModelRegistry, device: torch.device, *, max_loaded: int, workers: int,
-                 batch_policy: BatchPolicy | None = None, task_policies: dict[str, dict[str, Any]] | None = None) -> None:
+                 batch_policy: BatchPolicy | None = None, task_policies: dict[str, dict[str, Any]] | None = None,
+                 backends: dict[str, str] | None = None, threads: int = 1) -> None:
         self.registry = registry
+        self.backends, self.threads = backends or {}, threads
         self.batch_policy = batch_policy or BatchPolicy()
         self.task_policies = task_policies or {}
         self._batchers: dict[tuple[str, str], MicroBatcher] = {}
@@ -52,6 +55,7 @@ class ModelService:
         self.workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self.readiness: dict[str, str] = {}
+        self.readiness_backends: dict[str, str] = {}
         self.ready = False
 
     # ---- resolution and loading (blocking; call via `run`) -------------------------
@@ -99,12 +103,22 @@ class ModelService:
             with self._lock:
                 if key in self._loaded:
                     return self._loaded[key]
-            model = load_model(self.registry, key[0], key[1], self.device)
-            log.info("loaded %s/%s on %s", key[0], key[1], self.device)
+            model = self._load(*key)
+            log.info("loaded %s/%s on %s (%s)", key[0], key[1], self.device, model.backend)
             with self._lock:
                 self._loaded[key] = model
                 self._evict()
             return model
+
+    def _load(self, task: str, version: str) -> LoadedModel:
+        """Load with the task's configured backend; an optimisation that cannot run here never stops
+        serving: the version is loaded with PyTorch instead, and the reason logged."""
+        backend = self.backends.get(task, "torch")
+        try:
+            return load_model(self.registry, task, version, self.device, backend=backend, threads=self.threads)
+        except BackendError as exc:
+            log.warning("%s/%s: %s; serving it with torch", task, version, exc)
+            return load_model(self.registry, task, version, self.device)
 
     def _evict(self) -> None:
         pinned = {(task, v) for task in {k[0] for k in self._loaded} for v in self._aliases(task).values()}
@@ -117,17 +131,19 @@ class ModelService:
     def preload(self) -> None:
         """Load every task's production version; record per-task status for /readyz."""
         status: dict[str, str] = {}
+        backends: dict[str, str] = {}
         ok = True
         for task in self.registry.tasks():
             if DEFAULT_ALIAS not in self.registry.aliases(task):
                 continue
             try:
-                status[task] = self.get(task).version
+                model = self.get(task)
+                status[task], backends[task] = model.version, model.backend
             except Exception as exc:  # any failure is reported by /readyz, not fatal to the process
                 log.error("cannot load %s/%s: %s", task, DEFAULT_ALIAS, exc)
                 status[task] = f"error: {exc}"
                 ok = False
-        self.readiness, self.ready = status, ok
+        self.readiness, self.readiness_backends, self.ready = status, backends, ok
 
     # ---- batching ------------------------------------------------------------------
     def batcher(self, model: LoadedModel, process: Callable[[list[Any]], list[Any]],

@@ -106,3 +106,5 @@ class Readiness(BaseModel):
     status: str = Field(examples=["ready"])
     models: dict[str, str] = Field(description="task -> loaded production version, or the load error",
                                    examples=[{"digits": "20261123-201500-lenet5"}])
+    backends: dict[str, str] = Field(default_factory=dict, description="task -> what runs it (torch or onnxruntime)",
+                                     examples=[{"digits": "onnxruntime"}])

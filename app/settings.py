@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(64, gt=0)
     workers: int = Field(max(1, os.cpu_count() or 1), ge=1,
                          description="worker processes of `python -m app` (one per core measured best on 2 cores)")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per inference call")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads per inference call (torch and onnxruntime)")
     inference_workers: int = Field(2, ge=1, description="inference threads shared by all models' batchers")
     batch_max_size: int = Field(64, ge=1, description="largest micro-batch per forward pass")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a small batch to grow (0: run at once; batches still form under load)")
@@ -38,6 +38,12 @@ class Settings(BaseSettings):
                                  "components": {"max_batch_size": 4, "concurrency": 2}},
         description='per-task overrides of the batch policy (max_batch_size, max_wait_ms, max_queue, concurrency); '
                     'JSON in the env, e.g. {"imagenet": {"max_batch_size": 8}}')
+    backends: dict[str, Literal["torch", "onnxruntime"]] = Field(
+        # ONNX Runtime: no per-layer Python dispatch (LeNet-5 ~7x faster at batch 1) and the GIL released
+        # for the whole forward pass; measured per task by bench.serving. Checked against PyTorch at load.
+        default_factory=lambda: {"digits": "onnxruntime", "imagenet": "onnxruntime", "components": "onnxruntime"},
+        description='per-task inference backend, torch or onnxruntime (CPU only; anything it cannot run is served '
+                    'with torch); tasks not named use torch. JSON in the env, e.g. {"digits": "torch"}')
     fast_lane: bool = Field(True, description="serve the classification POSTs by the pure-ASGI fast lane")
     max_loaded_models: int = Field(8, ge=1, description="LRU size of loaded versions (aliased ones are kept)")
     preload: bool = Field(True, description="load every task's production version at startup")

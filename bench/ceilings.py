@@ -24,13 +24,15 @@ def rate(fn: Callable[[], Any], items_per_call: int, seconds: float = 1.5) -> fl
 
 
 def measure(digit_payloads: list[Payload], imagenet: Payload | None) -> dict[str, float]:
-    """Decode+preprocess per image for each payload, and forward passes at batch 1/32/256, one torch thread."""
+    """Decode+preprocess per image for each payload, and forward passes at batch 1/32/256 with each backend
+    (torch, onnxruntime), one thread."""
     torch.set_num_threads(1)
     results: dict[str, float] = {}
     registry = ModelRegistry()
     tasks = [("digits", digit_payloads)] + ([("imagenet", [imagenet])] if imagenet else [])
     for task, payloads in tasks:
         model = load_model(registry, task, "production", torch.device("cpu"))
+        onnx = load_model(registry, task, "production", torch.device("cpu"), backend="onnxruntime")
         preset = model.preprocessing
         for payload in payloads:
             data = payload.path.read_bytes()
@@ -39,5 +41,6 @@ def measure(digit_payloads: list[Payload], imagenet: Payload | None) -> dict[str
         array = image_to_array(payloads[0].path.read_bytes(), preset, max_pixels=40_000_000)
         for batch in (1, 32, 256) if task == "digits" else (1, 8, 32):
             x = to_tensor([array] * batch, preset)
-            results[f"{task} forward, batch {batch}"] = rate(lambda: model.predict_proba(x), batch)
+            for loaded in (model, onnx):
+                results[f"{task} forward ({loaded.backend}), batch {batch}"] = rate(lambda: loaded.predict_proba(x), batch)
     return results

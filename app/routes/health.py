@@ -20,7 +20,8 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
             summary="Readiness: every production model is loaded (503 until then)")
 async def readyz(service: ServiceDep) -> Readiness | JSONResponse:
-    body = Readiness(status="ready" if service.ready else "loading", models=service.readiness)
+    body = Readiness(status="ready" if service.ready else "loading", models=service.readiness,
+                     backends=service.readiness_backends)
     if not service.ready:
         return JSONResponse(body.model_dump(), status_code=503)
     return body

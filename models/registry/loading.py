@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from models.networks import UnknownArchitectureError, build_network
+from models.onnx_backend import build_runner
 from models.optimize import inference_module
+from models.preprocessing import example_input
 from models.registry.base_weights import load_base_state
 from models.registry.errors import InvalidManifestError
 from models.registry.store import ModelRegistry
@@ -27,7 +30,9 @@ class LoadedModel:
     network: nn.Module
     device: torch.device
     labels: list[str] = field(default_factory=list)
-    runner: nn.Module | None = None  # what serves requests (see models.optimize); None means `network`
+    # What serves requests (models.optimize's rewrites or an ONNX Runtime session); None means `network`.
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None
+    backend: str = "torch"
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -41,12 +46,14 @@ class LoadedModel:
         return torch.softmax(logits.float(), dim=1).cpu()
 
 
-def load_model(registry: ModelRegistry, task: str, ref: str, device: torch.device) -> LoadedModel:
+def load_model(registry: ModelRegistry, task: str, ref: str, device: torch.device, *, backend: str = "torch",
+               threads: int = 1) -> LoadedModel:
     """Verify the sha256 of `task`/`ref`, rebuild its architecture and load its safetensors weights
-    (over the package-shipped base weights when the manifest names them; see `base_weights`).
+    (over the package-shipped base weights when the manifest names them; see `base_weights`), then
+    prepare what runs requests: PyTorch (`backend="torch"`) or ONNX Runtime with `threads` threads.
 
     Raises `ChecksumMismatchError`, `InvalidManifestError` (unknown architecture, weights that
-    do not fit it) or the registry's lookup errors.
+    do not fit it), the registry's lookup errors, or `BackendError` (the backend cannot run it).
     """
     manifest = registry.verify_version(task, ref)
     version = manifest["version"]
@@ -69,6 +76,8 @@ def load_model(registry: ModelRegistry, task: str, ref: str, device: torch.devic
         runner = inference_module(network, manifest.get("inference"))
     except ValueError as exc:
         raise InvalidManifestError(f"{task}/{version}: {exc}") from exc
+    if backend != "torch":
+        runner = build_runner(backend, network, example_input(manifest["preprocessing"]), device, threads)
     return LoadedModel(
         task=task,
         version=version,
@@ -77,4 +86,5 @@ def load_model(registry: ModelRegistry, task: str, ref: str, device: torch.devic
         device=device,
         labels=list(manifest["labels"]),
         runner=runner if runner is not network else None,
+        backend=backend,
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from app.main import create_app
 from app.settings import Settings
@@ -33,13 +36,28 @@ def test_readyz_503_until_models_are_loaded(store):
         ready = wait_ready(started)
         assert ready.status_code == 200
         assert ready.json()["models"]["digits"] == app.state.service.registry.resolve("digits")
+        assert ready.json()["backends"] == {"digits": "onnxruntime", "imagenet": "onnxruntime",
+                                            "components": "onnxruntime", "rnn": "torch"}
+
+
+def test_a_backend_that_cannot_run_falls_back_to_torch(store, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the package were not installed
+    with TestClient(create_app(Settings(store_dir=store, device="cpu"))) as started:
+        ready = wait_ready(started)
+        assert ready.status_code == 200 and ready.json()["backends"]["digits"] == "torch"
+
+
+def test_an_unknown_backend_is_a_settings_error_naming_the_choices():
+    with pytest.raises(ValidationError, match="'torch' or 'onnxruntime'"):
+        Settings(backends={"digits": "tensorrt"})
 
 
 def test_readyz_503_when_production_model_is_corrupt(store, registry):
     (registry.version_dir("digits") / "weights.safetensors").write_bytes(b"corrupt")
     with TestClient(create_app(Settings(store_dir=store, device="cpu"))) as client:
-        time.sleep(0.5)
-        response = client.get("/readyz")
+        deadline = time.monotonic() + 30
+        while "digits" not in (response := client.get("/readyz")).json()["models"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # preloading the other tasks
         assert response.status_code == 503
         assert "sha256" in response.json()["models"]["digits"]
         assert client.get("/healthz").status_code == 200
