@@ -29,15 +29,16 @@ Errors are always `{"error": {"code": "...", "message": "..."}}`. Registry mutat
 """
 
 
-def preload_and_freeze(service: ModelService) -> None:
+def preload_and_freeze(service: ModelService, freeze: bool = True) -> None:
     """Load every production model, then move everything allocated so far out of the garbage collector's
     reach (`gc.freeze`): the loaded networks, ONNX sessions and imported modules are millions of objects
     that never die, and a full collection walking them stalled the event loop for up to 200 ms under
     load (the p99 of /digits at 32 connections; measured with gc.callbacks). Objects made later, request
     data included, are collected as usual."""
     service.preload()
-    gc.collect()
-    gc.freeze()
+    if freeze:
+        gc.collect()
+        gc.freeze()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Load in the background so /healthz answers at once and /readyz says 503 until loaded.
-        task = asyncio.create_task(service.run(preload_and_freeze, service)) if settings.preload else None
+        task = asyncio.create_task(service.run(preload_and_freeze, service, settings.gc_freeze)) if settings.preload else None
         if task is None:
             service.ready = True
         yield

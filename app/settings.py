@@ -44,6 +44,8 @@ class Settings(BaseSettings):
         default_factory=lambda: {"digits": "onnxruntime", "imagenet": "onnxruntime", "components": "onnxruntime"},
         description='per-task inference backend, torch or onnxruntime (CPU only; anything it cannot run is served '
                     'with torch); tasks not named use torch. JSON in the env, e.g. {"digits": "torch"}')
+    gc_freeze: bool = Field(True, description="after preloading, keep the loaded models out of the garbage "
+                            "collector's full collections (gc.freeze): they stalled the event loop for up to 200 ms")
     fast_lane: bool = Field(True, description="serve the classification POSTs by the pure-ASGI fast lane")
     max_loaded_models: int = Field(8, ge=1, description="LRU size of loaded versions (aliased ones are kept)")
     preload: bool = Field(True, description="load every task's production version at startup")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import gzip
 import io
 import shutil
@@ -97,6 +99,7 @@ def make_client(store: Path) -> Iterator[Callable[..., TestClient]]:
     yield factory
     for client in clients:
         client.__exit__(None, None, None)
+    gc.unfreeze()  # the app froze the heap after preloading (Settings.gc_freeze); let later tests' garbage go
 
 
 @pytest.fixture()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 
@@ -45,6 +46,16 @@ def test_a_backend_that_cannot_run_falls_back_to_torch(store, monkeypatch):
     with TestClient(create_app(Settings(store_dir=store, device="cpu"))) as started:
         ready = wait_ready(started)
         assert ready.status_code == 200 and ready.json()["backends"]["digits"] == "torch"
+
+
+def test_the_preloaded_heap_is_frozen_out_of_the_garbage_collector(make_client):
+    gc.unfreeze()
+    client = make_client(gc_freeze=True)
+    assert wait_ready(client).status_code == 200
+    deadline = time.monotonic() + 30
+    while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the freeze follows the preload, on the same background thread
+    assert gc.get_freeze_count() > 100_000  # modules, networks, sessions: never walked by a full collection
 
 
 def test_an_unknown_backend_is_a_settings_error_naming_the_choices():

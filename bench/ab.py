@@ -1,0 +1,92 @@
+"""`python -m bench.ab`: one /digits cell, two server configurations, alternated to cancel machine drift.
+
+This 2-core VM's throughput drifts by 2x between minutes, so a before/after pair of runs proves nothing.
+Here each round starts the project's server (`python -m app`) once per configuration, in alternating
+order, and drives it with the same wrk cell; the report gives each configuration's median and range.
+
+    python -m bench.ab --a MODELHOUSE_BACKENDS='{"digits":"torch"}' --b MODELHOUSE_BACKENDS='{"digits":"onnxruntime"}'
+    python -m bench.ab --a MODELHOUSE_GC_FREEZE=false --b MODELHOUSE_GC_FREEZE=true
+
+Writes bench/results/ab.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.http import free_port, make_payloads, preflight, require_wrk, run_wrk, server_process, settle
+
+log = logging.getLogger("bench.ab")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE strings as a dict; fails naming the bad one."""
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"bench.ab: expected KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
+    rates, p99s = [r["req_s"] for r in runs], [r["p99"] for r in runs]
+    return {"runs": runs, "median_req_s": statistics.median(rates), "min_req_s": min(rates), "max_req_s": max(rates),
+            "median_p99": statistics.median(p99s), "min_p99": min(p99s), "max_p99": max(p99s)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--a", nargs="*", default=[], metavar="KEY=VALUE", help="environment of configuration A")
+    p.add_argument("--b", nargs="*", default=[], metavar="KEY=VALUE", help="environment of configuration B")
+    p.add_argument("--payload", choices=["mnist_png", "photo_jpeg"], default="mnist_png")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    require_wrk()
+    from bench.accuracy import load_test_set
+
+    images, labels = load_test_set()
+    payload = {pl.name: pl for pl in make_payloads(RESULTS / "payloads", images[0], int(labels[0]), 0)}[args.payload]
+    configs = {"A": parse_env(args.a), "B": parse_env(args.b)}
+    runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    for round_index in range(args.rounds):
+        for name in ("A", "B") if round_index % 2 == 0 else ("B", "A"):
+            with server_process(free_port(), RESULTS / f"server-ab-{name}.log", env=configs[name]) as (url, _):
+                preflight(url, payload)
+                run_wrk(url, payload, args.connections, 3, 10)  # warm-up, discarded
+                settle(url, payload)
+                result = run_wrk(url, payload, args.connections, args.duration, 10)
+            runs[name].append({"req_s": round(result.requests_per_s, 1), "p50": result.latency_ms["p50"],
+                               "p99": result.latency_ms["p99"], "errors": result.error_total})
+            log.info("round %d %s: %s", round_index + 1, name, runs[name][-1])
+    report = {name: {"env": configs[name], **summarize(runs[name])} for name in ("A", "B")}
+    lines = [f"# bench.ab: {args.payload}, {args.connections} connections, {args.duration} s x {args.rounds} rounds "
+             "(wrk -t1 shares the 2 cores)", "",
+             "| config | env | median req/s (min–max) | median p99 ms (min–max) |", "|---|---|---|---|"]
+    for name in ("A", "B"):
+        r = report[name]
+        env = " ".join(f"{k}={v}" for k, v in r["env"].items()) or "(defaults)"
+        lines.append(f"| {name} | `{env}` | {r['median_req_s']:.0f} ({r['min_req_s']:.0f}–{r['max_req_s']:.0f}) | "
+                     f"{r['median_p99']:.1f} ({r['min_p99']:.1f}–{r['max_p99']:.1f}) |")
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ab.md").write_text(text)
+    (RESULTS / "ab.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
