@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(settings.torch_threads)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)  # process-wide, like the torch threads
     policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
     service = ModelService(ModelRegistry(settings.store_dir), pick_device(settings.device),
                            max_loaded=settings.max_loaded_models, workers=settings.inference_workers,

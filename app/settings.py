@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         default_factory=lambda: {"digits": "onnxruntime", "imagenet": "onnxruntime", "components": "onnxruntime"},
         description='per-task inference backend, torch or onnxruntime (CPU only; anything it cannot run is served '
                     'with torch); tasks not named use torch. JSON in the env, e.g. {"digits": "torch"}')
+    gil_switch_interval_ms: float = Field(
+        1.0, gt=0, description="how long a Python thread may hold the GIL before another gets it (Python's "
+        "default is 5 ms). The event loop and the inference threads share one GIL: with 5 ms, a loop waiting to "
+        "parse the next request could wait a whole interval behind a decode (bench.ab measures it)")
     gc_freeze: bool = Field(True, description="after preloading, keep the loaded models out of the garbage "
                             "collector's full collections (gc.freeze): they stalled the event loop for up to 200 ms")
     fast_lane: bool = Field(True, description="serve the classification POSTs by the pure-ASGI fast lane")

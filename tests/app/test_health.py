@@ -58,6 +58,15 @@ def test_the_preloaded_heap_is_frozen_out_of_the_garbage_collector(make_client):
     assert gc.get_freeze_count() > 100_000  # modules, networks, sessions: never walked by a full collection
 
 
+def test_the_gil_switch_interval_follows_the_setting(make_client):
+    default = sys.getswitchinterval()
+    try:
+        make_client(gil_switch_interval_ms=2.5)
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+    finally:
+        sys.setswitchinterval(default)
+
+
 def test_an_unknown_backend_is_a_settings_error_naming_the_choices():
     with pytest.raises(ValidationError, match="'torch' or 'onnxruntime'"):
         Settings(backends={"digits": "tensorrt"})
