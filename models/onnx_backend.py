@@ -2,9 +2,9 @@
 
 The network is exported to ONNX in memory, from the weights the registry just verified, every
 time a version is loaded: nothing new is stored, and the registry's safetensors stay the only source
-of truth. On this 2-core CPU ONNX Runtime runs LeNet-5 about 7x faster at batch 1 than eager
-PyTorch (no per-module Python dispatch) and EfficientNet-Lite0 about 1.4x faster, and it releases the
-GIL for the whole forward pass (`python -m bench.serving` measures both backends).
+of truth. On this 2-core CPU ONNX Runtime runs LeNet-5 5-8x faster at batch 1 than eager PyTorch (no
+per-module Python dispatch) and EfficientNet-Lite0 about 1.4x faster, and it releases the GIL for the
+whole forward pass (the ceilings of `python -m bench.serving` measure both backends).
 
 Every export is checked before it is used: the ONNX and PyTorch outputs on the example batch must
 agree (`MAX_ABS_DIFF`), so a network the tracer cannot capture faithfully is refused, not served wrong.
