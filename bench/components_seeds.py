@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--recipe", default="finetune", help="a recipe of training.components (default: its default)")
     args, extra = p.parse_known_args(argv)  # anything else goes to training.components (e.g. --unfreeze 6)
+    extra = [a for a in extra if a != "--"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
