@@ -44,7 +44,7 @@ TASK = "components"
 _HEAD = dict(views=10, optimizer="adamw", lr=3e-3, weight_decay=1e-3, label_smoothing=0.1, epochs=300, patience=40)
 _NO_FINETUNE = dict(unfreeze=0, finetune_epochs=0, finetune_lr=0.0, finetune_weight_decay=0.0, finetune_patience=0)
 RECIPES: dict[str, dict[str, Any]] = {
-    "finetune": {**_HEAD, "unfreeze": 3, "finetune_epochs": 30, "finetune_lr": 3e-4, "finetune_weight_decay": 1e-2,
+    "finetune": {**_HEAD, "unfreeze": 2, "finetune_epochs": 30, "finetune_lr": 3e-4, "finetune_weight_decay": 1e-2,
                  "finetune_patience": 8},
     "cached-head": {**_HEAD, **_NO_FINETUNE},
     "report": dict(views=0, optimizer="adam", lr=1e-3, weight_decay=0.0, label_smoothing=0.0, epochs=30, patience=0,

@@ -26,9 +26,9 @@ def test_one_epoch_on_a_few_photos_registers_a_loadable_version(tmp_path: Path, 
     assert 0 <= manifest["unknown_threshold"] <= 1
     assert {"learning_curves.png", "confusion_matrix.png", "history.json"} <= set(manifest["artifacts"])
     stored = load_file(str(tmp_path / "store" / "components" / manifest["version"] / "weights.safetensors"))
-    # Only what learned is stored (head, head conv, the last two blocks); the rest is the referenced backbone.
+    # Only what learned is stored (head, head conv, the last block); the rest is the referenced backbone.
     assert {k.split(".")[0] for k in stored} == {"_fc", "_conv_head", "_bn1", "_blocks"}
-    assert {k.split(".")[1] for k in stored if k.startswith("_blocks.")} == {"14", "15"}
+    assert {k.split(".")[1] for k in stored if k.startswith("_blocks.")} == {"15"}
     assert not any("running_" in k for k in stored), "batch-norm statistics stay as pretrained"
     assert manifest["training"]["recipe"] == "finetune"
     assert [row["stage"] for row in json.loads((tmp_path / "run" / "history.json").read_text())] == ["head", "finetune"]
