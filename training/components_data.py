@@ -76,13 +76,16 @@ def augmentation(preset: dict[str, Any]) -> v2.Compose:
     ])
 
 
-def augmented_array(path: Path, preset: dict[str, Any], transform: v2.Compose) -> np.ndarray:
-    """One random view of the photo at `path`, as the H x W x 3 [0, 1] array the preset's `to_tensor` takes."""
-    image = load_oriented(open_image(path.read_bytes()), mode="RGB", draft_size=(preset["resize"],) * 2)
-    image = image.copy()
-    image.thumbnail((preset["resize"] * 2, preset["resize"] * 2), Image.BILINEAR)  # crops come from a modest size
-    view = transform(image)
-    return np.asarray(view, dtype=np.float32) * (1.0 / 255.0)
+def working_copy(path: Path, preset: dict[str, Any]) -> Image.Image:
+    """The photo at `path` decoded at about twice the model's resize: augmented crops come from a modest size."""
+    image = load_oriented(open_image(path.read_bytes()), mode="RGB", draft_size=(preset["resize"],) * 2).copy()
+    image.thumbnail((preset["resize"] * 2, preset["resize"] * 2), Image.BILINEAR)
+    return image
+
+
+def augmented_array(image: Image.Image, transform: v2.Compose) -> np.ndarray:
+    """One random view of a working copy, as the H x W x 3 [0, 1] array the preset's `to_tensor` takes."""
+    return np.asarray(transform(image), dtype=np.float32) * (1.0 / 255.0)
 
 
 def feature_extractor(network: nn.Module, head_name: str) -> nn.Module:
@@ -118,7 +121,7 @@ def extract(extractor: nn.Module, paths: list[Path], preset: dict[str, Any], *, 
             if view == 0:
                 arrays = [image_to_array(p.read_bytes(), preset, max_pixels=100_000_000) for p in chunk]
             else:
-                arrays = [augmented_array(p, preset, transform) for p in chunk]
+                arrays = [augmented_array(working_copy(p, preset), transform) for p in chunk]
             rows.append(extractor(to_tensor(arrays, preset)).float())
         out.append(torch.cat(rows))
     return torch.stack(out)

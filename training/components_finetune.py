@@ -13,14 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from models.imaging import load_oriented, open_image
 from models.preprocessing import image_to_array, to_tensor
+from training.components_data import augmented_array, working_copy
 from training.engine import EarlyStopping, FitResult, build_optimizer, build_schedule, fit
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
@@ -84,14 +83,8 @@ class FrozenStatistics(nn.Module):
 
 
 def load_working_copies(paths: list[Path], preset: dict[str, Any]) -> list[Image.Image]:
-    """Each photo decoded once at about twice the model's input size: augmented crops come from these."""
-    side = preset["resize"] * 2
-    copies = []
-    for path in paths:
-        image = load_oriented(open_image(path.read_bytes()), mode="RGB", draft_size=(preset["resize"],) * 2).copy()
-        image.thumbnail((side, side), Image.BILINEAR)
-        copies.append(image)
-    return copies
+    """Each photo decoded once (`working_copy`); every epoch's augmented views are cut from these."""
+    return [working_copy(path, preset) for path in paths]
 
 
 def augmented_batches(images: list[Image.Image], targets: list[int], preset: dict[str, Any], transform: v2.Compose,
@@ -101,7 +94,7 @@ def augmented_batches(images: list[Image.Image], targets: list[int], preset: dic
     order = torch.randperm(len(images), generator=generator).tolist()
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        arrays = [np.asarray(transform(images[i]), dtype=np.float32) * (1.0 / 255.0) for i in index]
+        arrays = [augmented_array(images[i], transform) for i in index]
         yield to_tensor(arrays, preset), torch.tensor([targets[i] for i in index])
 
 
