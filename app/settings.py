@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         description='per-task overrides of the batch policy (max_batch_size, max_wait_ms, max_queue, concurrency); '
                     'JSON in the env, e.g. {"imagenet": {"max_batch_size": 8}}')
     backends: dict[str, Literal["torch", "onnxruntime"]] = Field(
-        # ONNX Runtime: no per-layer Python dispatch (LeNet-5 ~7x faster at batch 1) and the GIL released
+        # ONNX Runtime: no per-layer Python dispatch (LeNet-5 5-8x faster at batch 1) and the GIL released
         # for the whole forward pass; measured per task by bench.serving. Checked against PyTorch at load.
         default_factory=lambda: {"digits": "onnxruntime", "imagenet": "onnxruntime", "components": "onnxruntime"},
         description='per-task inference backend, torch or onnxruntime (CPU only; anything it cannot run is served '
