@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image
 
@@ -10,6 +12,8 @@ DIGIT_CANVAS = 28  # ...and centred its mass in a 28x28 field (measured: mean Co
 MIN_INK_CONTRAST = 0.08  # below this the image is treated as blank paper
 ANALYSIS_SIZE = 160  # longest side a photo is reduced to: a 20 px target needs no more (bench: same accuracy as 320)
 DRAFT_SIZE = 112  # JPEG draft decoding (DCT scaling 1/2..1/8) keeps at least this many pixels per side
+SMALL_SIDE = 32  # images with a side this short (MNIST-sized drawings) are analysed pixel by pixel
+BLOCK_INK = 0.4  # a 2x2 block counts as stroke when its mean ink reaches this (isolated noise pixels do not)
 _RAMP = np.arange(DIGIT_CANVAS, dtype=np.float32)
 
 
@@ -21,25 +25,97 @@ def normalize_digit(image: Image.Image) -> np.ndarray:
     longest side fitted to 20 px keeping aspect, and placed so its centre of mass is
     at the centre of a 28x28 field. A 28x28 MNIST image comes out essentially unchanged.
     `image` must already be mode "L" (see `models.imaging.load_oriented`).
+
+    Cost: the statistics (paper level, lighting plane, ink levels, bounding box) come from
+    a 2x2-averaged view of the image; only the digit's crop is mapped at full resolution.
     """
     if image.mode != "L":
         raise ValueError(f"normalize_digit expects a mode 'L' image, got {image.mode!r}")
-    if max(image.size) > ANALYSIS_SIZE:  # a 20 px target needs no more; keeps a photo at ~1 ms
+    if max(image.size) > ANALYSIS_SIZE:  # a 20 px target needs no more; keeps a photo well under 1 ms
         image = image.copy()
         image.thumbnail((ANALYSIS_SIZE, ANALYSIS_SIZE), Image.BILINEAR, reducing_gap=2.0)
     raw = np.asarray(image)
     if _already_mnist(raw):
         return raw.astype(np.float32) * (1.0 / 255.0)
-    pixels = raw.astype(np.float32) * (1.0 / 255.0)
-    median = _percentile_bin(np.bincount(raw.ravel(), minlength=256), 0.5) / 255.0
-    if median > 0.5:  # light paper, dark ink: flip to MNIST's white-on-black
-        pixels, median = 1.0 - pixels, 1.0 - median
-    ink = _stretch_ink(_remove_background(pixels, median))
+    factor = 2 if min(raw.shape) > SMALL_SIDE else 1
+    ink = InkMap.fit(_block_sums(raw) if factor == 2 else raw, factor)
     if ink is None:
         return np.zeros((DIGIT_CANVAS, DIGIT_CANVAS), dtype=np.float32)
-    top, bottom, left, right = _ink_bounding_box(ink)
-    fitted = _fit_longest_side(ink[top:bottom, left:right], DIGIT_BOX)
-    return _place_by_centre_of_mass(fitted, DIGIT_CANVAS)
+    top, bottom, left, right = ink.bounding_box(raw.shape)
+    crop = ink.apply(raw[top:bottom, left:right], top, left)
+    return _place_by_centre_of_mass(_fit_longest_side(crop, DIGIT_BOX), DIGIT_CANVAS)
+
+
+class InkMap:
+    """Pixel value -> ink in [0, 1]: ink = clip(gain * (sign * v / 255 + offset - plane(y, x)), 0, 1).
+
+    `sign`/`offset` make the ink bright on dark (MNIST's polarity), `plane` is the background's
+    lighting (least squares on the paper pixels), `gain` and the plane's constant stretch the
+    typical stroke to 1 and the noise floor to 0. Fitted on a (block-averaged) `grid` whose cells
+    are `factor` pixels wide.
+    """
+
+    def __init__(self, sign: float, offset: float, plane: tuple[float, float, float], gain: float,
+                 grid_ink: np.ndarray, factor: int) -> None:
+        self.sign, self.offset, self.plane, self.gain = sign, offset, plane, gain
+        self.grid_ink, self.factor = grid_ink, factor
+
+    @classmethod
+    def fit(cls, grid: np.ndarray, factor: int) -> InkMap | None:
+        """The map of an image whose `factor` x `factor` pixel sums are `grid` (factor 1: the uint8 pixels);
+        None when there is no ink (blank paper)."""
+        full_scale = 255.0 * factor * factor
+        median = _percentile_bin(np.bincount(grid.ravel()), 0.5) / full_scale
+        values = grid.astype(np.float32)
+        values *= 1.0 / full_scale
+        sign, offset = 1.0, 0.0
+        if median > 0.5:  # light paper, dark ink: flip to MNIST's white-on-black
+            values, median, sign, offset = 1.0 - values, 1.0 - median, -1.0, 1.0
+        plane = _background_plane(values, median)
+        height, width = values.shape
+        above = values - (plane @ _centred_coordinates(height, width)).reshape(height, width)
+        _unit(above)  # clamping first changes nothing below: low >= 0 and high <= 1
+        levels = _ink_levels(np.bincount((above * 255.0).astype(np.uint8).ravel(), minlength=256))
+        if levels is None:
+            return None
+        low, high = levels
+        gain = 1.0 / (high - low)
+        above -= low
+        above *= gain
+        # The plane in pixel coordinates: cell index i is pixel i * factor + (factor - 1) / 2.
+        c0, cy, cx = (float(c) for c in plane)
+        ay, ax = cy / factor, cx / factor
+        a0 = c0 - ay * ((height - 1) / 2 * factor + (factor - 1) / 2) - ax * ((width - 1) / 2 * factor + (factor - 1) / 2)
+        return cls(sign, offset, (a0 + low, ay, ax), gain, _unit(above), factor)
+
+    def apply(self, pixels: np.ndarray, top: int, left: int) -> np.ndarray:
+        """The ink of `pixels`, a full-resolution crop whose top-left pixel is at (`top`, `left`)."""
+        a0, ay, ax = self.plane
+        height, width = pixels.shape
+        rows = (self.offset - a0 - ay * np.arange(top, top + height, dtype=np.float32)) * self.gain
+        cols = (-ax * self.gain) * np.arange(left, left + width, dtype=np.float32)
+        ink = pixels.astype(np.float32) * (self.sign * self.gain / 255.0)
+        ink += rows[:, None]
+        ink += cols[None, :]
+        return _unit(ink)
+
+    def bounding_box(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """Bounding box (top, bottom, left, right) in pixels of the ink, ignoring specks and far-off crumbs."""
+        weights, trim = self.grid_ink >= BLOCK_INK, 0.002
+        if self.factor == 1 or not weights.any():
+            weights, trim = self.grid_ink > 0, 0.0
+        top, bottom = _mass_span(weights.sum(axis=1), trim)
+        left, right = _mass_span(weights.sum(axis=0), trim)
+        f = self.factor
+        return top * f, min(bottom * f, shape[0]), left * f, min(right * f, shape[1])
+
+
+def _block_sums(raw: np.ndarray) -> np.ndarray:
+    """Sums of 2x2 pixel blocks (uint16, 0..1020): a noise-robust half-size view of `raw`."""
+    height, width = raw.shape[0] // 2 * 2, raw.shape[1] // 2 * 2
+    rows = raw[0:height:2, :width].astype(np.uint16)
+    rows += raw[1:height:2, :width]
+    return rows[:, 0::2] + rows[:, 1::2]
 
 
 def _already_mnist(raw: np.ndarray) -> bool:
@@ -67,31 +143,35 @@ def resize_plain(image: Image.Image, size: int = DIGIT_CANVAS) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
 
 
-def _remove_background(pixels: np.ndarray, median: float) -> np.ndarray:
-    """Subtract a plane fitted to the background so a lighting gradient does not look like ink.
+def _background_plane(values: np.ndarray, median: float) -> np.ndarray:
+    """(c0, cy, cx) of the plane c0 + cy*y + cx*x fitted to the background, so a lighting
+    gradient does not look like ink; y and x are cell indices centred on the grid's middle.
 
-    Background samples are those at or below the image's `median` (ink is the minority).
-    The least-squares plane comes from the 3x3 normal equations: a few sums, no big solver.
+    Background cells are those at or below the `median` (ink is the minority). The least-squares
+    plane solves the 3x3 normal equations, whose sums come from one small matrix product. Small
+    images (up to 32x32 cells) get a flat background at the median.
     """
-    height, width = pixels.shape
-    if height * width <= 32 * 32:
-        return _unit(pixels - median)
-    step = max(1, int(np.sqrt(height * width / 4096)))  # fit on ~4k samples
-    sample = pixels[::step, ::step]
-    ys, xs = np.nonzero(sample <= median + 1e-6)
-    values = sample[ys, xs]
-    ys, xs = ys.astype(np.float64) * step, xs.astype(np.float64) * step
-    normal = np.array([[len(values), ys.sum(), xs.sum()],
-                       [ys.sum(), ys @ ys, ys @ xs],
-                       [xs.sum(), xs @ ys, xs @ xs]])
-    target = np.array([values.sum(), ys @ values, xs @ values])
+    height, width = values.shape
+    flat = np.array([median, 0.0, 0.0], dtype=np.float32)
+    if height * width <= SMALL_SIDE * SMALL_SIDE:
+        return flat
+    rows = np.vstack((_centred_coordinates(height, width), values.reshape(1, -1)))  # 1, y, x, value
+    sums = (rows * (values <= median + 1e-6).reshape(1, -1)) @ rows.T
     try:
-        a0, ay, ax = np.linalg.solve(normal, target)
+        return np.linalg.solve(sums[:3, :3], sums[:3, 3])
     except np.linalg.LinAlgError:  # degenerate sample (e.g. one row): a flat background
-        return _unit(pixels - median)
-    plane = (np.arange(height, dtype=np.float32)[:, None] * np.float32(ay)
-             + np.arange(width, dtype=np.float32)[None, :] * np.float32(ax) + np.float32(a0))
-    return _unit(pixels - plane)
+        return flat
+
+
+@functools.lru_cache(maxsize=32)
+def _centred_coordinates(height: int, width: int) -> np.ndarray:
+    """Rows (1, y, x) of every cell of a height x width grid, y and x centred on the grid's middle
+    (which keeps the float32 normal equations well conditioned). Cached: photos come in few shapes."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    coordinates = np.stack((np.ones(height * width, np.float32), ys.ravel() - (height - 1) / 2,
+                            xs.ravel() - (width - 1) / 2))
+    coordinates.setflags(write=False)
+    return coordinates
 
 
 def _otsu_threshold(hist: np.ndarray) -> int:
@@ -111,12 +191,9 @@ def _percentile_bin(hist: np.ndarray, fraction: float) -> int:
     return int(np.searchsorted(cumulative, fraction * cumulative[-1], side="left"))
 
 
-def _stretch_ink(ink: np.ndarray) -> np.ndarray | None:
-    """Map the noise floor to 0 and typical stroke intensity to 1; None when there is no ink.
-
-    All statistics come from one 256-bin histogram (cheap on a full photo).
-    """
-    hist = np.bincount((ink * 255.0).astype(np.uint8).ravel(), minlength=256)
+def _ink_levels(hist: np.ndarray) -> tuple[float, float] | None:
+    """(low, high): the noise floor, mapped to 0, and the typical stroke intensity, mapped to 1,
+    from the 256-bin histogram of the background-free image; None when there is no ink."""
     peak = _percentile_bin(hist, 0.999)
     if peak < MIN_INK_CONTRAST * 255:
         return None
@@ -128,23 +205,7 @@ def _stretch_ink(ink: np.ndarray) -> np.ndarray | None:
     high = (threshold + 1 + _percentile_bin(strokes, 0.75)) / 255.0
     if high - low < MIN_INK_CONTRAST / 2:
         return None
-    return _unit((ink - low) * (1.0 / (high - low)))
-
-
-def _ink_bounding_box(ink: np.ndarray) -> tuple[int, int, int, int]:
-    """Bounding box (top, bottom, left, right) of the ink, ignoring specks and stray far-off crumbs."""
-    weights, factor, trim = (ink > 0).astype(np.float32), 1, 0.0
-    if min(ink.shape) > 32:
-        # Average 2x2 blocks of the ink mask and keep blocks at least half inked: isolated
-        # noise pixels vanish, strokes (>= 2 px wide at this scale) survive.
-        mask = Image.fromarray(((ink > 0.2) * 255).astype(np.uint8)).reduce(2)
-        blocks = np.asarray(mask) >= 128
-        if blocks.any():
-            weights, factor, trim = blocks.astype(np.float32), 2, 0.002
-    top, bottom = _mass_span(weights.sum(axis=1), trim)
-    left, right = _mass_span(weights.sum(axis=0), trim)
-    height, width = ink.shape
-    return top * factor, min(bottom * factor, height), left * factor, min(right * factor, width)
+    return low, high
 
 
 def _mass_span(profile: np.ndarray, trim: float) -> tuple[int, int]:
