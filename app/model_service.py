@@ -33,6 +33,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _stat_key(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
+
+
 class ModelService:
     """Thread-safe cache of loaded versions, keyed by (task, version)."""
 
@@ -50,6 +58,8 @@ class ModelService:
         self._lock = threading.Lock()
         self._load_locks: dict[tuple[str, str], threading.Lock] = {}
         self._alias_cache: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self._task_paths: dict[str, tuple[str, str]] = {}
+        self._resolved: dict[tuple[str, str], tuple[tuple[object, object], str]] = {}
         # A dedicated pool (not the framework's shared one): inference never waits behind other work,
         # and asyncio's run_in_executor is the cheapest hop off the event loop.
         self.workers = workers
@@ -60,11 +70,25 @@ class ModelService:
 
     # ---- resolution and loading (blocking; call via `run`) -------------------------
     def resolve(self, task: str, ref: str = DEFAULT_ALIAS) -> str:
-        """Version id for `ref`; alias files are re-read only when they change on disk."""
-        aliases = self._aliases(task)
-        if ref in aliases and not (self.registry.task_dir(task) / ref).is_dir():
-            return aliases[ref]
-        return self.registry.resolve(task, ref)
+        """Version id for `ref`, as `ModelRegistry.resolve` says; re-asked only when the task's directory
+        or its alias file changed on disk (two stats per request: a promotion by another process or
+        worker is seen by the next request)."""
+        key = self._disk_state(task)
+        cached = self._resolved.get((task, ref))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        version = self.registry.resolve(task, ref)
+        self._resolved[(task, ref)] = (key, version)  # only names that resolve: bounded by the registry
+        return version
+
+    def _disk_state(self, task: str) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
+        """(task directory, aliases.json) as (mtime_ns, inode, size): a new version directory changes the
+        first, a promotion (an atomic rename of aliases.json) the second."""
+        paths = self._task_paths.get(task)
+        if paths is None:
+            directory = self.registry.task_dir(task)  # raises UnknownTaskError for a bad name
+            paths = self._task_paths[task] = (str(directory), str(directory / "aliases.json"))
+        return _stat_key(paths[0]), _stat_key(paths[1])
 
     def _aliases(self, task: str) -> dict[str, str]:
         path = self.registry.task_dir(task) / "aliases.json"
