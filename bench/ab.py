@@ -7,6 +7,10 @@ order, and drives it with the same wrk cell; the report gives each configuration
     python -m bench.ab --a MODELHOUSE_BACKENDS='{"digits":"torch"}' --b MODELHOUSE_BACKENDS='{"digits":"onnxruntime"}'
     python -m bench.ab --a MODELHOUSE_GC_FREEZE=false --b MODELHOUSE_GC_FREEZE=true
 
+Two versions of the code: check the other one out beside this one and point A (or B) at it:
+
+    git worktree add /tmp/before HEAD~1 && python -m bench.ab --a-repo /tmp/before
+
 Writes bench/results/ab.{md,json}.
 """
 
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a", nargs="*", default=[], metavar="KEY=VALUE", help="environment of configuration A")
     p.add_argument("--b", nargs="*", default=[], metavar="KEY=VALUE", help="environment of configuration B")
+    p.add_argument("--a-repo", type=Path, metavar="DIR", help="run A's server from this checkout (default: this one)")
+    p.add_argument("--b-repo", type=Path, metavar="DIR", help="run B's server from this checkout (default: this one)")
     p.add_argument("--payload", choices=["mnist_png", "photo_jpeg"], default="mnist_png")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--duration", type=int, default=10, help="seconds per measured run")
@@ -60,10 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = load_test_set()
     payload = {pl.name: pl for pl in make_payloads(RESULTS / "payloads", images[0], int(labels[0]), 0)}[args.payload]
     configs = {"A": parse_env(args.a), "B": parse_env(args.b)}
+    repos = {"A": args.a_repo, "B": args.b_repo}
+    for name, repo in repos.items():
+        if repo is not None and not (repo / "app" / "__main__.py").is_file():
+            raise SystemExit(f"bench.ab: --{name.lower()}-repo {repo} is not a modelhouse checkout (no app/__main__.py)")
     runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     for round_index in range(args.rounds):
         for name in ("A", "B") if round_index % 2 == 0 else ("B", "A"):
-            with server_process(free_port(), RESULTS / f"server-ab-{name}.log", env=configs[name]) as (url, _):
+            with server_process(free_port(), RESULTS / f"server-ab-{name}.log", env=configs[name],
+                                repo=repos[name]) as (url, _):
                 preflight(url, payload)
                 run_wrk(url, payload, args.connections, 3, 10)  # warm-up, discarded
                 settle(url, payload)
@@ -71,14 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append({"req_s": round(result.requests_per_s, 1), "p50": result.latency_ms["p50"],
                                "p99": result.latency_ms["p99"], "errors": result.error_total})
             log.info("round %d %s: %s", round_index + 1, name, runs[name][-1])
-    report = {name: {"env": configs[name], **summarize(runs[name])} for name in ("A", "B")}
+    report = {name: {"env": configs[name], "repo": str(repos[name] or "."), **summarize(runs[name])} for name in ("A", "B")}
     lines = [f"# bench.ab: {args.payload}, {args.connections} connections, {args.duration} s x {args.rounds} rounds "
              "(wrk -t1 shares the 2 cores)", "",
-             "| config | env | median req/s (min–max) | median p99 ms (min–max) |", "|---|---|---|---|"]
+             "| config | checkout | env | median req/s (min–max) | median p99 ms (min–max) |", "|---|---|---|---|---|"]
     for name in ("A", "B"):
         r = report[name]
         env = " ".join(f"{k}={v}" for k, v in r["env"].items()) or "(defaults)"
-        lines.append(f"| {name} | `{env}` | {r['median_req_s']:.0f} ({r['min_req_s']:.0f}–{r['max_req_s']:.0f}) | "
+        lines.append(f"| {name} | {r['repo']} | `{env}` | {r['median_req_s']:.0f} ({r['min_req_s']:.0f}–{r['max_req_s']:.0f}) | "
                      f"{r['median_p99']:.1f} ({r['min_p99']:.1f}–{r['max_p99']:.1f}) |")
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)

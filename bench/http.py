@@ -109,7 +109,7 @@ def running_server(port: int, log_path: Path, ready_timeout: float = 60.0, app: 
 
 @contextmanager
 def server_process(port: int, log_path: Path, ready_timeout: float = 60.0, app: str = "app.main:app",
-                   env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+                   env: dict[str, str] | None = None, repo: Path | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start uvicorn on 127.0.0.1:`port`, yield its base URL once /readyz is 200, always kill it after.
 
     Raises `BenchError` if the server exits early or is not ready within `ready_timeout` seconds
@@ -122,7 +122,7 @@ def server_process(port: int, log_path: Path, ready_timeout: float = 60.0, app: 
                "--no-access-log", "--log-level", "warning"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **SERVER_ENV, **(env or {})}, stdout=log_file,
+        proc = subprocess.Popen(cmd, cwd=repo or REPO_ROOT, env={**os.environ, **SERVER_ENV, **(env or {})}, stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             url = f"http://127.0.0.1:{port}"
