@@ -1,11 +1,12 @@
 """The fast lane: pure-ASGI handling of the image-classification POSTs, in front of FastAPI.
 
-FastAPI's request machinery (routing, dependency injection, response validation, its
-middleware stack) costs more CPU than decoding a small image and its share of a batched
-forward pass. For the routes in `CLASSIFY_ROUTES` this middleware reads the body itself
-(size-limited), validates the two query parameters against the same route table, calls the
-same `classify` core as the FastAPI routes and writes the JSON. Everything else, and these
-routes' OpenAPI docs, stay with FastAPI (`MODELHOUSE_FAST_LANE=false` routes them there too).
+FastAPI's request machinery (its middleware stack of error, telemetry and body-limit layers,
+routing, dependency injection, response validation) costs more CPU than decoding a small image
+and its share of a batched forward pass. `ServiceApp` (app/main.py) hands the POSTs of
+`CLASSIFY_ROUTES` to `FastLane.serve` before any of that runs: it reads the body itself
+(size-limited), validates the query parameters against the same route table, calls the same
+`classify` core as the FastAPI routes and writes the JSON. Everything else, and these routes'
+OpenAPI docs, stay with FastAPI (`MODELHOUSE_FAST_LANE=false` routes them there too).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.errors import ApiError, domain_status, error_body
 from app.metrics import Metrics
@@ -30,16 +31,20 @@ TRUTHY, FALSY = {"1", "true", "yes", "on", "t", "y"}, {"0", "false", "no", "off"
 
 
 class FastLane:
-    """ASGI middleware answering POSTs to the classification routes without FastAPI."""
+    """Answers POSTs to the classification routes without FastAPI."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, service: ModelService, metrics: Metrics) -> None:
-        self.app, self.settings, self.service, self.metrics = app, settings, service, metrics
+    def __init__(self, settings: Settings, service: ModelService, metrics: Metrics) -> None:
+        self.settings, self.service, self.metrics = settings, service, metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = CLASSIFY_ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if route is None:
-            await self.app(scope, receive, send)
-            return
+    @staticmethod
+    def route_for(scope: Scope) -> ClassifyRoute | None:
+        """The classification route `scope` is a POST to, if any."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            return CLASSIFY_ROUTES.get(scope["path"])
+        return None
+
+    async def serve(self, route: ClassifyRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request to `route` (never raises: every failure is a JSON error response)."""
         started = time.perf_counter()
         status, body, headers = await self._answer(route, scope, receive)
         await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS + headers})

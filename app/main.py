@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app.batching import BatchPolicy
 from app.errors import install_error_handlers
@@ -42,7 +43,21 @@ def preload_and_freeze(service: ModelService, freeze: bool = True) -> None:
         gc.freeze()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ServiceApp(FastAPI):
+    """FastAPI, with the classification POSTs handed to the fast lane (app/fastlane.py) before
+    FastAPI's own middleware stack runs; `fast_lane` None sends everything through FastAPI."""
+
+    fast_lane: FastLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.fast_lane.route_for(scope) if self.fast_lane is not None else None
+        if route is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast_lane.serve(route, scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> ServiceApp:
     """Build the service from `settings` (default: read from `MODELHOUSE_*` environment variables)."""
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,11 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
         await service.close()
 
-    app = FastAPI(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = ServiceApp(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.service, app.state.metrics = settings, service, Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    if settings.fast_lane:  # added last = outermost: it sees requests before anything else
-        app.add_middleware(FastLane, settings=settings, service=service, metrics=app.state.metrics)
+    if settings.fast_lane:
+        app.fast_lane = FastLane(settings, service, app.state.metrics)
     install_error_handlers(app)
     for module in (digits, imagenet, components, rnn, models, health, page):
         app.include_router(module.router)
