@@ -1,8 +1,9 @@
 """Serving performance against a tutorial baseline: `python -m bench.serving`.
 
-One run, one server after the other on the same machine: the project's service and the
-tutorial FastAPI app (`bench/baseline_app.py`, same weights), each driven by `wrk -t1` (the
-load generator shares the 2 cores with the server) at 1, 8, 32 and 64 connections, for a
+One run on one machine: the project's service and the tutorial FastAPI app
+(`bench/baseline_app.py`, same weights) run side by side, and each cell is driven on one, then
+the other (alternating which goes first), by `wrk -t1` (the load generator shares the 2 cores
+with the server) at 1, 8, 32 and 64 connections, for a
 28x28 PNG and a 640x480 JPEG photo of a digit (and a 640x480 JPEG for /imagenet/top5 when an
 imagenet model is registered). Reports req/s, p50, p99 and errors per cell and the ratio
 project/baseline, the in-process ceilings (decode per image, forward at batch 1/32/256), and
@@ -13,6 +14,7 @@ Results: bench/results/serving.md and .json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -55,24 +57,43 @@ def rss_mb(pid: int) -> float:
     return total
 
 
-def measure(app: str, env: dict[str, str], payloads: list[Payload], connections: list[int], duration: int,
-            log_path: Path) -> list[dict[str, Any]]:
-    """Start `app`, run every payload at every connection count, stop it."""
+def measure(payloads: list[Payload], connections: list[int], duration: int, with_baseline: bool) -> list[dict[str, Any]]:
+    """Every payload at every connection count on the project and on the baseline serving its task.
+
+    The servers run side by side (an idle one costs nothing) and each cell is measured on both, one
+    right after the other, in alternating order: this VM's throughput drifts up to 2x between minutes,
+    and measuring all project cells first, then all baseline cells, let that drift into the ratios.
+    """
     rows = []
-    with server_process(free_port(), log_path, app=app, env=env) as (url, _proc):
+    with contextlib.ExitStack() as stack:
+        urls = {"project": stack.enter_context(server_process(free_port(), RESULTS / "server-project.log"))[0]}
+        tasks = sorted({task_of(p) for p in payloads}) if with_baseline else []
+        for task in tasks:
+            urls[f"baseline-{task}"] = stack.enter_context(server_process(
+                free_port(), RESULTS / f"server-baseline-{task}.log", app=BASELINE,
+                env={"MODELHOUSE_BASELINE_TASK": task}))[0]
         for payload in payloads:
-            preflight(url, payload)
-            run_wrk(url, payload, max(connections), 2, 10)  # warm-up, discarded
-            settle(url, payload)
-            for count in connections:
-                result = run_wrk(url, payload, count, duration, 10)
-                settle(url, payload)
-                log.info("%s %s c=%d: %.0f req/s p50 %.2f p99 %.2f err %d", app, payload.name, count,
-                         result.requests_per_s, result.latency_ms["p50"], result.latency_ms["p99"], result.error_total)
-                rows.append({"server": "baseline" if app == BASELINE else "project", "payload": payload.name,
-                             "connections": count, "req_s": result.requests_per_s, "p50": result.latency_ms["p50"],
-                             "p99": result.latency_ms["p99"], "errors": result.errors})
+            servers = ["project"] + ([f"baseline-{task_of(payload)}"] if with_baseline else [])
+            for server in servers:
+                preflight(urls[server], payload)
+                run_wrk(urls[server], payload, max(connections), 2, 10)  # warm-up, discarded
+                settle(urls[server], payload)
+            for index, count in enumerate(connections):
+                for server in servers if index % 2 == 0 else servers[::-1]:
+                    result = run_wrk(urls[server], payload, count, duration, 10)
+                    settle(urls[server], payload)
+                    log.info("%s %s c=%d: %.0f req/s p50 %.2f p99 %.2f err %d", server, payload.name, count,
+                             result.requests_per_s, result.latency_ms["p50"], result.latency_ms["p99"],
+                             result.error_total)
+                    rows.append({"server": server.split("-")[0], "payload": payload.name, "connections": count,
+                                 "req_s": result.requests_per_s, "p50": result.latency_ms["p50"],
+                                 "p99": result.latency_ms["p99"], "errors": result.errors})
     return rows
+
+
+def task_of(payload: Payload) -> str:
+    """The registry task a payload's endpoint serves (what the baseline app is started for)."""
+    return "imagenet" if payload.endpoint == "/imagenet/top5" else "digits"
 
 
 def overload(payload: Payload, seconds: int, log_path: Path) -> dict[str, Any]:
@@ -108,7 +129,8 @@ def server_p99(url: str) -> float | None:
 
 
 def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str, Any] | None, duration: int) -> str:
-    lines = ["## Serving: project vs tutorial baseline (wrk -t1, %d s per cell; wrk shares the 2 cores)" % duration, "",
+    lines = ["## Serving: project vs tutorial baseline (side by side, each cell on both in alternating order; "
+             "wrk -t1, %d s per cell; wrk shares the 2 cores)" % duration, "",
              "| payload | conns | project req/s | p50 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms | errors | ratio |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     index = {(r["server"], r["payload"], r["connections"]): r for r in rows}
@@ -150,14 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     digits = make_payloads(payload_dir, images[0], int(labels[0]), 0)
     imagenet = imagenet_payload(payload_dir)
     ceiling = ceilings.measure(digits, imagenet)
-    rows = measure("app.main:app", {}, digits + ([imagenet] if imagenet else []), connections, args.duration,
-                   RESULTS / "server-project.log")
-    if not args.skip_baseline:
-        rows += measure(BASELINE, {"MODELHOUSE_BASELINE_TASK": "digits"}, digits, connections, args.duration,
-                        RESULTS / "server-baseline.log")
-        if imagenet:
-            rows += measure(BASELINE, {"MODELHOUSE_BASELINE_TASK": "imagenet"}, [imagenet], connections,
-                            args.duration, RESULTS / "server-baseline-imagenet.log")
+    rows = measure(digits + ([imagenet] if imagenet else []), connections, args.duration, not args.skip_baseline)
     over = overload(digits[0], args.overload, RESULTS / "server-overload.log") if args.overload else None
     report = markdown(rows, ceiling, over, args.duration)
     print(report)
