@@ -93,6 +93,20 @@ def test_promote_switches_the_served_version_without_restart(client, registry, m
     assert json.loads((registry.task_dir("digits") / "aliases.json").read_text())["production"] == new
 
 
+def test_a_promotion_made_outside_the_service_is_served_by_the_next_request(client, registry, mnist_test):
+    """The CLI, a trainer or another worker process promotes by rewriting aliases.json on disk."""
+    images, labels = mnist_test
+    payload = [("file", ("d.png", png_bytes(images[0]), "image/png"))]
+    old = client.post("/digits", files=payload).json()["model"]["version"]  # resolution now cached
+    new = register_shifted_copy(registry)
+    registry.promote("digits", new)
+    served = client.post("/digits", files=payload).json()
+    assert served["model"]["version"] == new != old
+    assert served["predictions"][0]["label"] == str((labels[0] + 1) % 10)
+    registry.promote("digits", old)
+    assert client.post("/digits", files=payload).json()["model"]["version"] == old
+
+
 def test_promote_404_and_409(client, registry):
     assert client.post("/models/digits/v404/promote", headers=AUTH).status_code == 404
     new = register_shifted_copy(registry)
