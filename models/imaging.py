@@ -82,10 +82,10 @@ def load_oriented(image: Image.Image, *, mode: str, draft_size: tuple[int, int] 
         if draft_size is not None and image.format in {"JPEG", "MPO"}:
             image.draft(mode if mode in {"L", "RGB"} else None, draft_size)
         image.load()
-        oriented = ImageOps.exif_transpose(image) or image
+        ImageOps.exif_transpose(image, in_place=True)  # ours to change: no copy of an upright image
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UndecodableImageError(f"cannot decode the image: {exc}") from exc
-    return flatten_to_mode(oriented, mode)
+    return flatten_to_mode(image, mode)
 
 
 def flatten_to_mode(image: Image.Image, mode: str) -> Image.Image:
