@@ -15,6 +15,7 @@ DRAFT_SIZE = 112  # JPEG draft decoding (DCT scaling 1/2..1/8) keeps at least th
 SMALL_SIDE = 32  # images with a side this short (MNIST-sized drawings) are analysed pixel by pixel
 BLOCK_INK = 0.4  # a 2x2 block counts as stroke when its mean ink reaches this (isolated noise pixels do not)
 _RAMP = np.arange(DIGIT_CANVAS, dtype=np.float32)
+_LEVELS = np.arange(256, dtype=np.float64)
 
 
 def normalize_digit(image: Image.Image) -> np.ndarray:
@@ -175,15 +176,13 @@ def _centred_coordinates(height: int, width: int) -> np.ndarray:
 
 
 def _otsu_threshold(hist: np.ndarray) -> int:
-    """Otsu's threshold (a bin index) of a 256-bin histogram."""
-    hist = hist.astype(np.float64)
-    levels = np.arange(hist.size, dtype=np.float64)
-    weight_low = np.cumsum(hist)
-    weight_high = weight_low[-1] - weight_low
-    mass_low = np.cumsum(hist * levels)
-    mean_low = mass_low / np.maximum(weight_low, 1e-12)
-    mean_high = (mass_low[-1] - mass_low) / np.maximum(weight_high, 1e-12)
-    return int(np.argmax(weight_low * weight_high * (mean_low - mean_high) ** 2))
+    """Otsu's threshold (a bin index) of a histogram: the split maximising the between-class variance,
+    w_low * w_high * (mean_low - mean_high)^2, written as (m_low * w - m * w_low)^2 / (w_low * w_high)."""
+    weight_low = np.cumsum(hist, dtype=np.float64)
+    mass_low = np.cumsum(hist * _LEVELS[: hist.size])
+    weight, mass = weight_low[-1], mass_low[-1]
+    between = (mass_low * weight - mass * weight_low) ** 2 / np.maximum(weight_low * (weight - weight_low), 1e-12)
+    return int(np.argmax(between))
 
 
 def _percentile_bin(hist: np.ndarray, fraction: float) -> int:
@@ -194,15 +193,16 @@ def _percentile_bin(hist: np.ndarray, fraction: float) -> int:
 def _ink_levels(hist: np.ndarray) -> tuple[float, float] | None:
     """(low, high): the noise floor, mapped to 0, and the typical stroke intensity, mapped to 1,
     from the 256-bin histogram of the background-free image; None when there is no ink."""
-    peak = _percentile_bin(hist, 0.999)
+    cumulative = np.cumsum(hist)
+    peak = int(np.searchsorted(cumulative, 0.999 * cumulative[-1], side="left"))
     if peak < MIN_INK_CONTRAST * 255:
         return None
     threshold = _otsu_threshold(hist[: peak + 1])
-    strokes = hist[threshold + 1 :]
-    if strokes.sum() == 0:
+    strokes = cumulative[threshold + 1 :] - cumulative[threshold]  # cumulative histogram above the threshold
+    if strokes.size == 0 or strokes[-1] == 0:
         return None
     low = threshold / 2 / 255.0
-    high = (threshold + 1 + _percentile_bin(strokes, 0.75)) / 255.0
+    high = (threshold + 1 + int(np.searchsorted(strokes, 0.75 * strokes[-1], side="left"))) / 255.0
     if high - low < MIN_INK_CONTRAST / 2:
         return None
     return low, high
@@ -218,11 +218,29 @@ def _mass_span(profile: np.ndarray, trim: float) -> tuple[int, int]:
 
 
 def _fit_longest_side(crop: np.ndarray, box: int) -> np.ndarray:
+    """`crop` resized so its longest side is `box` px, keeping its aspect: Lanczos-3 (antialiased when
+    shrinking), the same weights as PIL's `Image.LANCZOS`, applied as two small matrix products."""
     height, width = crop.shape
     scale = box / max(height, width)
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F").resize(new_size, Image.LANCZOS, reducing_gap=3.0)
-    return _unit(np.array(resized, dtype=np.float32))
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    return _unit(_lanczos_matrix(height, new_height) @ crop @ _lanczos_matrix(width, new_width).T)
+
+
+@functools.lru_cache(maxsize=1024)
+def _lanczos_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) resampling weights along one axis, as PIL computes them (`precompute_coeffs`).
+
+    Cached: sizes are at most ANALYSIS_SIZE in and DIGIT_BOX out, so a few thousand pairs at most,
+    and computing one costs more than the whole resize.
+    """
+    scale = size_in / size_out
+    centres = (np.arange(size_out) + 0.5) * scale
+    x = (np.arange(size_in)[None, :] - centres[:, None] + 0.5) / max(scale, 1.0)
+    weights = np.sinc(x) * np.sinc(x / 3) * (np.abs(x) < 3)
+    weights /= weights.sum(axis=1, keepdims=True)
+    matrix = weights.astype(np.float32)
+    matrix.setflags(write=False)
+    return matrix
 
 
 def _place_by_centre_of_mass(digit: np.ndarray, canvas_size: int) -> np.ndarray:

@@ -81,3 +81,17 @@ def test_output_is_28x28_in_unit_range(mnist_test):
 def test_normalize_digit_rejects_colour_images():
     with pytest.raises(ValueError, match="mode 'L'"):
         normalize_digit(Image.new("RGB", (28, 28)))
+
+
+@pytest.mark.parametrize("shape", [(54, 42), (80, 30), (17, 25), (160, 120), (3, 1)])
+def test_the_matrix_lanczos_resize_is_pils(shape):
+    from models.digits import DIGIT_BOX, _fit_longest_side
+
+    crop = np.random.default_rng(0).random(shape, dtype=np.float32)
+    ours = _fit_longest_side(crop, DIGIT_BOX)
+    height, width = shape
+    scale = DIGIT_BOX / max(shape)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    pil = np.clip(np.asarray(Image.fromarray(crop, mode="F").resize(size, Image.LANCZOS)), 0, 1)
+    assert ours.shape == pil.shape and max(ours.shape) == DIGIT_BOX
+    assert np.abs(ours - pil).max() < 1e-5
