@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.imaging import load_oriented
+from models.imaging import decode_upright
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -55,12 +55,13 @@ def centre_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.crop((left, top, left + crop_w, top + crop_h))
 
 
-def rgb_array(image: Image.Image, preset: dict[str, Any]) -> np.ndarray:
+def rgb_array(data: bytes, preset: dict[str, Any], *, max_pixels: int, declared_type: str | None = None) -> np.ndarray:
     """Preset kind "rgb": an H x W x 3 float32 array in [0, 1] (mean/std come later, in `to_tensor`)."""
     resize = int(preset["resize"])
     # JPEG draft: libjpeg decodes at 1/2..1/8 scale while both sides stay >= `resize`, so the
     # shorter side never has to be enlarged; a 640x480 photo decodes at full size, a 12 MP one at 1/4.
-    rgb = load_oriented(image, mode="RGB", draft_size=(resize, resize))
+    rgb = decode_upright(data, mode="RGB", draft_size=(resize, resize), max_pixels=max_pixels,
+                         declared_type=declared_type)
     resized = resize_shorter_side(rgb, resize, preset.get("interpolation", "bilinear"))
     cropped = centre_crop(resized, tuple(preset["size"]))
     return np.asarray(cropped, dtype=np.float32) * (1.0 / 255.0)

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from models.digits import DIGIT_CANVAS, DRAFT_SIZE, normalize_digit, resize_plain
 from models.image_presets import rgb_array
-from models.imaging import load_oriented, open_image
+from models.imaging import decode_upright
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -55,21 +54,21 @@ def image_to_array(data: bytes, preset: dict[str, Any], *, max_pixels: int, decl
     kind = preset.get("kind")
     if kind not in ARRAY_BUILDERS:
         raise ValueError(f"unknown preprocessing kind {kind!r}; valid: {', '.join(sorted(ARRAY_BUILDERS))}")
-    image = open_image(data, max_pixels=max_pixels, declared_type=declared_type)
-    return ARRAY_BUILDERS[kind](image, preset)
+    return ARRAY_BUILDERS[kind](data, preset, max_pixels=max_pixels, declared_type=declared_type)
 
 
-def digit_array(image: Image.Image, preset: dict[str, Any]) -> np.ndarray:
+def digit_array(data: bytes, preset: dict[str, Any], *, max_pixels: int, declared_type: str | None = None) -> np.ndarray:
     """Preset kind "digit": 28x28 grayscale, MNIST-normalised unless `digit_normalization` is off."""
     # JPEG draft: decode at 1/2..1/8 scale straight to about the analysis size.
-    gray = load_oriented(image, mode="L", draft_size=(DRAFT_SIZE, DRAFT_SIZE))
+    gray = decode_upright(data, mode="L", draft_size=(DRAFT_SIZE, DRAFT_SIZE), max_pixels=max_pixels,
+                          declared_type=declared_type)
     if preset.get("digit_normalization", True):
         return normalize_digit(gray)
     return resize_plain(gray, preset["size"][0])
 
 
-# preset kind -> builder(opened image, preset) -> HxW or HxWxC float array in [0, 1]
-ARRAY_BUILDERS: dict[str, Callable[[Image.Image, dict[str, Any]], np.ndarray]] = {
+# preset kind -> builder(uploaded bytes, preset, max_pixels=, declared_type=) -> HxW or HxWxC float array in [0, 1]
+ARRAY_BUILDERS: dict[str, Callable[..., np.ndarray]] = {
     "digit": digit_array,
     "rgb": rgb_array,  # colour photos: resize, centre crop (models/image_presets.py)
 }
