@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 
 import numpy as np
@@ -76,7 +77,9 @@ class InkMap:
         height, width = values.shape
         above = values - (plane @ _centred_coordinates(height, width)).reshape(height, width)
         _unit(above)  # clamping first changes nothing below: low >= 0 and high <= 1
-        levels = _ink_levels(np.bincount((above * 255.0).astype(np.uint8).ravel(), minlength=256))
+        # +1/8 of a level before truncating: on flat paper `above` is a multiple of 1/4 level (2x2 sums of
+        # 8-bit pixels), and a plane off by float rounding would otherwise drop a quarter of the cells a bin.
+        levels = _ink_levels(np.bincount((above * 255.0 + 0.125).astype(np.uint8).ravel(), minlength=256))
         if levels is None:
             return None
         low, high = levels
@@ -149,19 +152,31 @@ def _background_plane(values: np.ndarray, median: float) -> np.ndarray:
     gradient does not look like ink; y and x are cell indices centred on the grid's middle.
 
     Background cells are those at or below the `median` (ink is the minority). The least-squares
-    plane solves the 3x3 normal equations, whose sums come from one small matrix product. Small
+    plane solves the 3x3 normal equations, whose sums come from two small matrix products. Small
     images (up to 32x32 cells) get a flat background at the median.
     """
     height, width = values.shape
     flat = np.array([median, 0.0, 0.0], dtype=np.float32)
     if height * width <= SMALL_SIDE * SMALL_SIDE:
         return flat
-    rows = np.vstack((_centred_coordinates(height, width), values.reshape(1, -1)))  # 1, y, x, value
-    sums = (rows * (values <= median + 1e-6).reshape(1, -1)) @ rows.T
-    try:
-        return np.linalg.solve(sums[:3, :3], sums[:3, 3])
-    except np.linalg.LinAlgError:  # degenerate sample (e.g. one row): a flat background
-        return flat
+    coordinates, pixels = _centred_coordinates(height, width), values.reshape(-1)  # rows 1, y, x
+    background = coordinates * (pixels <= median + 1e-6)
+    solution = _solve_3x3((background @ coordinates.T).tolist(), (background @ pixels).tolist())
+    return flat if solution is None else np.array(solution, dtype=np.float32)
+
+
+def _solve_3x3(a: list[list[float]], b: list[float]) -> tuple[float, float, float] | None:
+    """x with a @ x = b (Cramer's rule; on a 3x3, `np.linalg.solve`'s call costs 10x the arithmetic).
+    None when `a` is singular (a degenerate sample, e.g. background cells in one row only)."""
+    (a00, a01, a02), (a10, a11, a12), (a20, a21, a22) = a
+    b0, b1, b2 = b
+    c00, c01, c02 = a11 * a22 - a12 * a21, a12 * a20 - a10 * a22, a10 * a21 - a11 * a20
+    det = a00 * c00 + a01 * c01 + a02 * c02
+    if abs(det) <= 1e-9 * abs(a00 * a11 * a22):  # a sum-of-squares diagonal bounds a regular det from below
+        return None
+    return ((b0 * c00 + b1 * (a02 * a21 - a01 * a22) + b2 * (a01 * a12 - a02 * a11)) / det,
+            (b0 * c01 + b1 * (a00 * a22 - a02 * a20) + b2 * (a02 * a10 - a00 * a12)) / det,
+            (b0 * c02 + b1 * (a01 * a20 - a00 * a21) + b2 * (a00 * a11 - a01 * a10)) / det)
 
 
 @functools.lru_cache(maxsize=32)
@@ -193,27 +208,29 @@ def _percentile_bin(hist: np.ndarray, fraction: float) -> int:
 def _ink_levels(hist: np.ndarray) -> tuple[float, float] | None:
     """(low, high): the noise floor, mapped to 0, and the typical stroke intensity, mapped to 1,
     from the 256-bin histogram of the background-free image; None when there is no ink."""
-    cumulative = np.cumsum(hist)
-    peak = int(np.searchsorted(cumulative, 0.999 * cumulative[-1], side="left"))
+    cumulative = np.cumsum(hist).tolist()
+    total = cumulative[-1]
+    peak = bisect.bisect_left(cumulative, 0.999 * total)
     if peak < MIN_INK_CONTRAST * 255:
         return None
     threshold = _otsu_threshold(hist[: peak + 1])
-    strokes = cumulative[threshold + 1 :] - cumulative[threshold]  # cumulative histogram above the threshold
-    if strokes.size == 0 or strokes[-1] == 0:
+    below = cumulative[threshold]  # the strokes are the mass above the threshold
+    if total - below == 0:
         return None
     low = threshold / 2 / 255.0
-    high = (threshold + 1 + int(np.searchsorted(strokes, 0.75 * strokes[-1], side="left"))) / 255.0
+    high = bisect.bisect_left(cumulative, below + 0.75 * (total - below), lo=threshold + 1) / 255.0
     if high - low < MIN_INK_CONTRAST / 2:
         return None
     return low, high
 
 
 def _mass_span(profile: np.ndarray, trim: float) -> tuple[int, int]:
-    """Smallest [start, stop) span of a 1-D mass profile, trimming `trim` of the mass at each end."""
-    cumulative = np.cumsum(profile)
+    """Smallest [start, stop) span of a 1-D mass profile, trimming `trim` of the mass at each end.
+    (Profiles are <= 160 long: bisecting a list beats numpy's per-call cost.)"""
+    cumulative = np.cumsum(profile).tolist()
     total = cumulative[-1]
-    start = int(np.searchsorted(cumulative, total * trim, side="right"))
-    stop = int(np.searchsorted(cumulative, total * (1 - trim), side="left")) + 1
+    start = bisect.bisect_right(cumulative, total * trim)
+    stop = bisect.bisect_left(cumulative, total * (1 - trim)) + 1
     return start, max(stop, start + 1)
 
 

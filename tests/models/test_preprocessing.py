@@ -95,3 +95,30 @@ def test_the_matrix_lanczos_resize_is_pils(shape):
     pil = np.clip(np.asarray(Image.fromarray(crop, mode="F").resize(size, Image.LANCZOS)), 0, 1)
     assert ours.shape == pil.shape and max(ours.shape) == DIGIT_BOX
     assert np.abs(ours - pil).max() < 1e-5
+
+
+def test_the_3x3_solver_is_numpys():
+    from models.digits import _solve_3x3
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        m = rng.normal(size=(3, 3))
+        a, b = m @ m.T + 0.01 * np.eye(3), rng.normal(size=3)
+        np.testing.assert_allclose(_solve_3x3(a.tolist(), b.tolist()), np.linalg.solve(a, b), rtol=1e-6, atol=1e-9)
+    assert _solve_3x3([[4.0, 2.0, 6.0], [2.0, 1.0, 3.0], [6.0, 3.0, 9.0]], [1.0, 2.0, 3.0]) is None  # rank 1
+
+
+@pytest.mark.parametrize("nudge", [-1e-6, 1e-6])
+def test_a_float_rounding_of_the_lighting_plane_changes_nothing(nudge, mnist_test, monkeypatch):
+    """On flat paper the background-free values sit exactly on histogram bin edges; a plane off by
+    float rounding (another BLAS, another solver) must not move them into the next bin."""
+    import models.digits as digits
+
+    images, _ = mnist_test
+    rng = np.random.default_rng(3)
+    photos = [VARIANTS["off_centre"](digit, rng) for digit in images[:40]]
+    plain = [image_to_array(photo, PRESET, max_pixels=10**7) for photo in photos]
+    fitted = digits._background_plane
+    monkeypatch.setattr(digits, "_background_plane", lambda values, median: fitted(values, median) + [nudge, 0, 0])
+    nudged = [image_to_array(photo, PRESET, max_pixels=10**7) for photo in photos]
+    assert max(np.abs(a - b).max() for a, b in zip(plain, nudged)) < 1e-3
