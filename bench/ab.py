@@ -2,7 +2,9 @@
 
 This 2-core VM's throughput drifts by 2x between minutes, so a before/after pair of runs proves nothing.
 Here each round starts the project's server (`python -m app`) once per configuration, in alternating
-order, and drives it with the same wrk cell; the report gives each configuration's median and range.
+order, and drives it with the same wrk cell; the report gives each configuration's median and range,
+and the server's CPU time per request (all its processes, from /proc): when both cores are saturated,
+that is what a change to the request path changes.
 
     python -m bench.ab --a MODELHOUSE_BACKENDS='{"digits":"torch"}' --b MODELHOUSE_BACKENDS='{"digits":"onnxruntime"}'
     python -m bench.ab --a MODELHOUSE_GC_FREEZE=false --b MODELHOUSE_GC_FREEZE=true
@@ -24,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.http import free_port, make_payloads, preflight, require_wrk, run_wrk, server_process, settle
+from bench.http import (free_port, make_payloads, preflight, process_tree_cpu_s, require_wrk, run_wrk, server_process,
+                        settle)
 
 log = logging.getLogger("bench.ab")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -42,9 +45,11 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
-    rates, p99s = [r["req_s"] for r in runs], [r["p99"] for r in runs]
-    return {"runs": runs, "median_req_s": statistics.median(rates), "min_req_s": min(rates), "max_req_s": max(rates),
-            "median_p99": statistics.median(p99s), "min_p99": min(p99s), "max_p99": max(p99s)}
+    summary: dict[str, Any] = {"runs": runs}
+    for key in ("req_s", "p99", "cpu_ms"):
+        values = [r[key] for r in runs]
+        summary.update({f"median_{key}": statistics.median(values), f"min_{key}": min(values), f"max_{key}": max(values)})
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,23 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.rounds):
         for name in ("A", "B") if round_index % 2 == 0 else ("B", "A"):
             with server_process(free_port(), RESULTS / f"server-ab-{name}.log", env=configs[name],
-                                repo=repos[name]) as (url, _):
+                                repo=repos[name]) as (url, proc):
                 preflight(url, payload)
                 run_wrk(url, payload, args.connections, 3, 10)  # warm-up, discarded
                 settle(url, payload)
+                cpu_before = process_tree_cpu_s(proc.pid)
                 result = run_wrk(url, payload, args.connections, args.duration, 10)
+                cpu_ms = 1000 * (process_tree_cpu_s(proc.pid) - cpu_before) / max(result.requests, 1)
             runs[name].append({"req_s": round(result.requests_per_s, 1), "p50": result.latency_ms["p50"],
-                               "p99": result.latency_ms["p99"], "errors": result.error_total})
+                               "p99": result.latency_ms["p99"], "cpu_ms": round(cpu_ms, 3), "errors": result.error_total})
             log.info("round %d %s: %s", round_index + 1, name, runs[name][-1])
     report = {name: {"env": configs[name], "repo": str(repos[name] or "."), **summarize(runs[name])} for name in ("A", "B")}
     lines = [f"# bench.ab: {args.payload}, {args.connections} connections, {args.duration} s x {args.rounds} rounds "
              "(wrk -t1 shares the 2 cores)", "",
-             "| config | checkout | env | median req/s (min–max) | median p99 ms (min–max) |", "|---|---|---|---|---|"]
+             "| config | checkout | env | median req/s (min–max) | median p99 ms (min–max) "
+             "| server CPU ms per request, median (min–max) |", "|---|---|---|---|---|---|"]
     for name in ("A", "B"):
         r = report[name]
         env = " ".join(f"{k}={v}" for k, v in r["env"].items()) or "(defaults)"
         lines.append(f"| {name} | {r['repo']} | `{env}` | {r['median_req_s']:.0f} ({r['min_req_s']:.0f}–{r['max_req_s']:.0f}) | "
-                     f"{r['median_p99']:.1f} ({r['min_p99']:.1f}–{r['max_p99']:.1f}) |")
+                     f"{r['median_p99']:.1f} ({r['min_p99']:.1f}–{r['max_p99']:.1f}) | "
+                     f"{r['median_cpu_ms']:.3f} ({r['min_cpu_ms']:.3f}–{r['max_cpu_ms']:.3f}) |")
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ab.md").write_text(text)

@@ -54,6 +54,17 @@ class Payload:
     endpoint: str = "/digits"
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by `pid` and its descendants (`python -m app`'s workers)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile
+        return 0.0
+    return total + sum(process_tree_cpu_s(child) for child in children)
+
+
 @dataclass(frozen=True)
 class WrkResult:
     """One wrk run: totals, rate, latency percentiles (ms) and wrk's error counters."""
