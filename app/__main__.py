@@ -1,8 +1,9 @@
 """Run the service: `python -m app [--host H] [--port P] [--workers N]` (what `make serve` and the image use).
 
 Several worker processes (default: one per CPU core, measured best on 2 cores: `python -m bench.serving`)
-share the listening socket; each loads the models and batches its own requests, so Python's GIL is
-not the ceiling. Prometheus metrics are aggregated across them through a multiprocess directory.
+each listen on the port with SO_REUSEPORT, so the kernel balances connections (`app/workers.py`); each loads
+the models and batches its own requests, so Python's GIL is not the ceiling. Prometheus metrics are
+aggregated across them through a multiprocess directory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import uvicorn
 
 from app.settings import Settings
+from app.workers import run_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,13 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="modelhouse-metrics-")  # fresh: no stale samples from an old run
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    options = {"log_level": args.log_level, "access_log": False}
     try:
-        uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers,
-                    log_level=args.log_level, access_log=False)
+        if args.workers == 1:
+            uvicorn.run("app.main:app", host=args.host, port=args.port, **options)
+            return 0
+        return run_workers(args.workers, args.host, args.port, options)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
