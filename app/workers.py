@@ -6,6 +6,9 @@ connection, and keep-alive clients stay where they landed. With wrk's 32 connect
 Here each worker binds its own socket with SO_REUSEPORT and the kernel hashes new connections across the
 listening ones. A worker listens only once its lifespan startup (model preload) is done, so no connection
 waits behind a loading worker; one that dies is restarted, one that cannot start stops the service.
+
+Caveats of SO_REUSEPORT: connections still queued (not yet accepted) on a worker that dies are reset, as
+accepted ones are in any design; any process of the same user may join the port's group; Linux only.
 """
 
 from __future__ import annotations
