@@ -9,9 +9,9 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
-from models.jpeg import decode_plain_jpeg
+from models.jpeg import UPRIGHT, decode_plain_jpeg
 
 # The formats the API accepts, as PIL names them.
 ALLOWED_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "MPO"})
@@ -99,10 +99,21 @@ def load_oriented(image: Image.Image, *, mode: str, draft_size: tuple[int, int] 
         if draft_size is not None and image.format in {"JPEG", "MPO"}:
             image.draft(mode if mode in {"L", "RGB"} else None, draft_size)
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)  # ours to change: no copy of an upright image
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UndecodableImageError(f"cannot decode the image: {exc}") from exc
-    return flatten_to_mode(image, mode)
+    # Not `ImageOps.exif_transpose`: it also re-serialises the EXIF, which raises struct.error on
+    # metadata it can read but not write back (a fuzzed tag type), and copies an upright image.
+    method = UPRIGHT.get(orientation_of(image))
+    return flatten_to_mode(image.transpose(method) if method is not None else image, mode)
+
+
+def orientation_of(image: Image.Image) -> int:
+    """The EXIF orientation PIL reads (EXIF, else an XMP packet), 1 when there is none or the metadata
+    does not parse: such an image is shown as stored, as browsers do."""
+    try:
+        return image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # PIL's TIFF reader raises many kinds on corrupt metadata
+        return 1
 
 
 def flatten_to_mode(image: Image.Image, mode: str) -> Image.Image:

@@ -18,7 +18,8 @@ START_OF_IMAGE = b"\xff\xd8\xff"
 _START_OF_SCAN = 0xDA  # metadata segments all come before the first scan
 _EXIF_PREFIX = b"Exif\x00\x00"
 _XMP_PREFIX = b"http://ns.adobe.com/xap/1.0/\x00"
-# EXIF orientation -> the transpose that makes the image upright (as `PIL.ImageOps.exif_transpose`).
+# EXIF orientation -> the transpose that makes the image upright (the table of `PIL.ImageOps.exif_transpose`;
+# `models.imaging.load_oriented` uses it too).
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
            8: Image.Transpose.ROTATE_90}

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from models.imaging import ImageTooLargeError, UndecodableImageError, decode_upright, load_oriented, open_image
 from models.jpeg import decode_plain_jpeg, exif_orientation
@@ -26,8 +26,11 @@ def jpeg(size: tuple[int, int], *, mode: str = "RGB", seed: int = 0, **save) -> 
 
 
 def pil_path(data: bytes, mode: str, draft_size: tuple[int, int] | None) -> np.ndarray:
-    """What the service decoded before the fast path: PIL's open, draft, load and EXIF transpose."""
-    return np.asarray(load_oriented(open_image(data), mode=mode, draft_size=draft_size))
+    """PIL alone, the reference: open, draft, load, `ImageOps.exif_transpose`, convert."""
+    image = Image.open(io.BytesIO(data))
+    image.draft(mode, draft_size)
+    image.load()
+    return np.asarray(ImageOps.exif_transpose(image).convert(mode))
 
 
 def fast_path(data: bytes, mode: str, draft_size: tuple[int, int]) -> np.ndarray:
@@ -58,6 +61,24 @@ def test_each_exif_orientation_is_applied_as_pil_does(orientation):
     data = jpeg((200, 120), exif=exif.tobytes())
     assert exif_orientation(data) == orientation
     np.testing.assert_array_equal(fast_path(data, "L", (28, 28)), pil_path(data, "L", (28, 28)))
+    # ...and the PIL path of the service (what unusual JPEGs and other formats take) agrees as well
+    np.testing.assert_array_equal(np.asarray(load_oriented(open_image(data), mode="L", draft_size=(28, 28))),
+                                  pil_path(data, "L", (28, 28)))
+
+
+# EXIF that PIL reads but cannot write back: tag 0x0120 (FreeOffsets, a LONG) holding ASCII, beside
+# Orientation 6 (found by fuzzing; `ImageOps.exif_transpose` raised struct.error on it: a 500).
+UNWRITABLE_EXIF = (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x02\x01 \x00\x02\x00\x00\x00\x06\x00\x00\x00&"
+                   b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\x00\x00\x00\x00phone\x00")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_pil_cannot_write_back_still_rotates(fmt):
+    buffer = io.BytesIO()
+    Image.new("L", (64, 32), 200).save(buffer, fmt, exif=UNWRITABLE_EXIF)
+    data = buffer.getvalue()
+    assert decode_upright(data, mode="L", draft_size=(28, 28)).size == (32, 64)  # orientation 6 applied
+    assert load_oriented(open_image(data), mode="L").size == (32, 64)
 
 
 def test_exif_without_orientation_and_no_exif_mean_upright():
