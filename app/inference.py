@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from models.imaging import ImageError
+from models.imaging import ImageError, UndecodableImageError
 from models.preprocessing import image_to_array, to_tensor
 from models.registry import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,9 @@ class Classified:
 
 
 def classify_batch(model: LoadedModel, items: list[ImageItem], *, max_pixels: int) -> list[Classified | ImageError]:
-    """Per item: its `Classified` outcome, or the `ImageError` that made it unusable."""
+    """Per item: its `Classified` outcome, or the `ImageError` that made it unusable (an unexpected
+    exception while decoding one item becomes that item's `UndecodableImageError`: its batch mates,
+    other clients' requests, are still answered)."""
     outcomes: list[Classified | ImageError] = []
     arrays, good = [], []
     for index, item in enumerate(items):
@@ -48,6 +53,9 @@ def classify_batch(model: LoadedModel, items: list[ImageItem], *, max_pixels: in
             outcomes.append(None)  # type: ignore[arg-type]  # filled below
         except ImageError as exc:
             outcomes.append(exc)
+        except Exception as exc:  # a decoder raising an unforeseen kind on odd bytes: this item's 400, logged
+            log.exception("item %d of a %s batch: preprocessing raised %s", index, model.task, type(exc).__name__)
+            outcomes.append(UndecodableImageError(f"cannot decode the image ({type(exc).__name__}: {exc})"))
     if arrays:
         probabilities = model.predict_proba(to_tensor(arrays, model.preprocessing))
         for row, array, index in zip(probabilities, arrays, good):

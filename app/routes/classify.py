@@ -95,6 +95,8 @@ async def classify(task: str, body: bytes, content_type: str | None, top_k: int,
         if isinstance(row, ImageError):
             status, code = domain_status(row) or (400, "undecodable_image")
             raise ApiError(status, code, f"file {index + 1} ({part.filename or 'unnamed'}): {row}")
+        if isinstance(row, BaseException):  # the batch itself failed (a bug, logged by the batcher): a 500
+            raise row
         values, indices = row.probabilities.topk(top_k)
         top = [TopEntry(label=model.labels[i], index=i, probability=round(p, 6))
                for p, i in zip(values.tolist(), indices.tolist())]

@@ -6,9 +6,12 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bench.digit_photos import VARIANTS
+from models.imaging import UndecodableImageError
+from models.registry import ModelRegistry, load_model
 from tests.conftest import png_bytes
 from tests.models.test_imaging import png_bomb
 
@@ -129,6 +132,29 @@ def test_service_keeps_serving_after_bad_inputs(client, mnist_test):
         assert 400 <= response.status_code < 500, (payload[:10], response.status_code, response.text)
     ok = client.post("/digits", files=files_of(png_bytes(mnist_test[0][0])))
     assert ok.status_code == 200
+
+
+def test_a_decoder_crash_on_one_upload_is_its_400_and_spares_its_batch(client, mnist_test, monkeypatch):
+    """PIL raises kinds beyond OSError/ValueError on some corrupt files (struct.error was one): such an
+    item gets a 400, the other items of its micro-batch (other clients) their answers."""
+    import struct
+
+    import app.inference as inference
+
+    real = inference.image_to_array
+
+    def crashing(data, *args, **kwargs):
+        if data.startswith(b"CRASH"):
+            raise struct.error("required argument is not an integer")
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "image_to_array", crashing)
+    model = load_model(ModelRegistry(), "digits", "production", torch.device("cpu"))
+    items = [inference.ImageItem(png_bytes(mnist_test[0][0]), "image/png"), inference.ImageItem(b"CRASH", "image/png")]
+    good, bad = inference.classify_batch(model, items, max_pixels=10**7)
+    assert isinstance(good, inference.Classified) and isinstance(bad, UndecodableImageError)
+    assert_error(client.post("/digits", files=files_of(b"CRASH")), 400, "undecodable_image")
+    assert client.post("/digits", files=files_of(png_bytes(mnist_test[0][0]))).status_code == 200
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "1", "CMYK", "I;16"])
