@@ -91,12 +91,9 @@ class ModelService:
         return _stat_key(paths[0]), _stat_key(paths[1])
 
     def _aliases(self, task: str) -> dict[str, str]:
-        path = self.registry.task_dir(task) / "aliases.json"
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
+        key = _stat_key(str(self.registry.task_dir(task) / "aliases.json"))
+        if key is None:
             return {}
-        key = (st.st_mtime_ns, st.st_ino, st.st_size)
         cached = self._alias_cache.get(task)
         if cached and cached[0] == key:
             return cached[1]

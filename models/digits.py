@@ -166,7 +166,7 @@ def _background_plane(values: np.ndarray, median: float) -> np.ndarray:
 
 
 def _solve_3x3(a: list[list[float]], b: list[float]) -> tuple[float, float, float] | None:
-    """x with a @ x = b (Cramer's rule; on a 3x3, `np.linalg.solve`'s call costs 10x the arithmetic).
+    """x with a @ x = b (Cramer's rule; on a 3x3, `np.linalg.solve`'s call overhead costs more than the arithmetic).
     None when `a` is singular (a degenerate sample, e.g. background cells in one row only)."""
     (a00, a01, a02), (a10, a11, a12), (a20, a21, a22) = a
     b0, b1, b2 = b
