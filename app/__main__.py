@@ -16,8 +16,9 @@ import tempfile
 
 import uvicorn
 
+from app.request_ids import configure_logging
 from app.settings import Settings
-from app.workers import run_workers
+from app.workers import APP_FACTORY, run_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="modelhouse-metrics-")  # fresh: no stale samples from an old run
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    options = {"log_level": args.log_level, "access_log": False}
+    options = {"log_level": args.log_level, "access_log": False, "factory": True}
+    configure_logging(args.log_level)
     try:
         if args.workers == 1:
-            uvicorn.run("app.main:app", host=args.host, port=args.port, **options)
+            uvicorn.run(APP_FACTORY, host=args.host, port=args.port, **options)
             return 0
         return run_workers(args.workers, args.host, args.port, options)
     finally:

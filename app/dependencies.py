@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import ApiError
 from app.metrics import Metrics
-from app.model_service import ModelService
+from app.serving.server import ModelServer
 from app.settings import Settings
 
 
@@ -20,8 +20,8 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_service(request: Request) -> ModelService:
-    return request.app.state.service
+async def get_server(request: Request) -> ModelServer:
+    return request.app.state.server
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -29,7 +29,7 @@ async def get_metrics(request: Request) -> Metrics:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ServiceDep = Annotated[ModelService, Depends(get_service)]
+ServerDep = Annotated[ModelServer, Depends(get_server)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 _bearer = HTTPBearer(auto_error=False, description="MODELHOUSE_ADMIN_TOKEN")
 

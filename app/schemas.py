@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.registry import MAX_NAME_LENGTH
 
 
 class ErrorDetail(BaseModel):
@@ -46,6 +48,7 @@ class ClassificationResponse(BaseModel):
 
 class VersionBrief(BaseModel):
     version: str
+    kind: str = Field(examples=["image-classification"])
     created_at: str | None = None
     architecture: str | None = None
     parameters: int | None = None
@@ -108,3 +111,39 @@ class Readiness(BaseModel):
                                    examples=[{"digits": "20261123-201500-lenet5"}])
     backends: dict[str, str] = Field(default_factory=dict, description="task -> what runs it (torch or onnxruntime)",
                                      examples=[{"digits": "onnxruntime"}])
+
+
+MAX_PREFIX = 32
+MAX_LENGTH = 64
+
+
+class CompletionRequest(BaseModel):
+    """What to complete and how. Every field but `prefix` is optional."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prefix": "hel", "num_completions": 3}]})
+
+    prefix: str = Field(min_length=1, max_length=MAX_PREFIX,
+                        description="the start of a word; normalised (Unicode NFKC, lowercase) as the model was trained")
+    num_completions: int = Field(3, ge=1, le=20, description="how many words to return (greedy: always one)")
+    max_length: int = Field(20, ge=2, le=MAX_LENGTH, description="longest completed word, prefix included")
+    strategy: Literal["beam", "greedy", "sample"] = "beam"
+    beam_width: int | None = Field(None, ge=1, le=32, description="beam only; default max(num_completions, 5)")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="sample only: <1 sharper, >1 flatter")
+    top_k: int = Field(0, ge=0, le=256, description="sample only: draw from the k most likely characters (0: all)")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="sample only: makes the draw reproducible")
+    version: str | None = Field(None, min_length=1, max_length=MAX_NAME_LENGTH,
+                                description="version id or alias (e.g. seed); default: the `version` query "
+                                            "parameter, which defaults to production")
+
+
+class CompletionEntry(BaseModel):
+    text: str = Field(examples=["hello"])
+    probability: float = Field(ge=0, le=1, description="the model's P(word | prefix), not renormalised over the list",
+                               examples=[0.41])
+    ended: bool = Field(description="false when the word was cut at max_length instead of ended by the model")
+
+
+class CompletionResponse(BaseModel):
+    model: ModelRef
+    prefix: str = Field(description="the prefix as the model read it (normalised)", examples=["hel"])
+    completions: list[CompletionEntry]

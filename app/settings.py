@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     store_dir: Path = Field(DEFAULT_ROOT, description="registry root (models/store in the repo)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where networks run")
     admin_token: SecretStr | None = Field(None, description="bearer token for mutating endpoints; unset disables them")
-    max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, description="per-request upload limit, enforced while reading")
+    max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, description="per-request body limit on every prediction "
+                                   "route, enforced while reading")
     max_image_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard, checked from the header")
     max_files_per_request: int = Field(64, gt=0)
     workers: int = Field(max(1, os.cpu_count() or 1), ge=1,
@@ -32,25 +33,20 @@ class Settings(BaseSettings):
     queue_max: int = Field(64, ge=1, description="queued items per model and worker process before answering 503")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
     batching: dict[str, dict[str, float]] = Field(
-        # ImageNet-size convnets cost the same per image at any batch size on a CPU; two single-threaded
-        # batches in flight use both cores (bench.serving measures it).
-        default_factory=lambda: {"imagenet": {"max_batch_size": 4, "concurrency": 2},
-                                 "components": {"max_batch_size": 4, "concurrency": 2}},
-        description='per-task overrides of the batch policy (max_batch_size, max_wait_ms, max_queue, concurrency); '
-                    'JSON in the env, e.g. {"imagenet": {"max_batch_size": 8}}')
+        default_factory=dict,
+        description='per-task overrides of the batch policy (max_batch_size, max_wait_ms, max_queue, concurrency), '
+                    'over the manifest\'s `serving` block; JSON in the env, e.g. {"imagenet": {"max_batch_size": 8}}')
     backends: dict[str, Literal["torch", "onnxruntime"]] = Field(
-        # ONNX Runtime: no per-layer Python dispatch (LeNet-5 5-8x faster at batch 1) and the GIL released
-        # for the whole forward pass; measured per task by bench.serving. Checked against PyTorch at load.
-        default_factory=lambda: {"digits": "onnxruntime", "imagenet": "onnxruntime", "components": "onnxruntime"},
-        description='per-task inference backend, torch or onnxruntime (CPU only; anything it cannot run is served '
-                    'with torch); tasks not named use torch. JSON in the env, e.g. {"digits": "torch"}')
+        default_factory=dict,
+        description='per-task inference backend, over the manifest\'s `serving.backend` and the kind\'s default '
+                    '(image classifiers: onnxruntime on the CPU; anything it cannot run is served with torch); '
+                    'JSON in the env, e.g. {"digits": "torch"}')
     gil_switch_interval_ms: float = Field(
         1.0, gt=0, description="how long a Python thread may hold the GIL before another gets it (Python's "
         "default is 5 ms). The event loop and the inference threads share one GIL: with 5 ms, a loop waiting to "
         "parse the next request could wait a whole interval behind a decode (bench.ab measures it)")
     gc_freeze: bool = Field(True, description="after preloading, keep the loaded models out of the garbage "
                             "collector's full collections (gc.freeze): they stalled the event loop for up to 200 ms")
-    fast_lane: bool = Field(True, description="serve the classification POSTs by the pure-ASGI fast lane")
     max_loaded_models: int = Field(8, ge=1, description="LRU size of loaded versions (aliased ones are kept)")
     preload: bool = Field(True, description="load every task's production version at startup")
     log_level: str = Field("INFO")

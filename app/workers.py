@@ -25,7 +25,10 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from app.request_ids import configure_logging
+
 log = logging.getLogger("uvicorn.error")
+APP_FACTORY = "app.main:create_app"  # uvicorn imports and calls it in each worker (factory=True)
 STOP_GRACE_S = 30.0  # per worker, after SIGTERM: in-flight requests finish (compose's stop_grace_period is 30 s too)
 
 
@@ -46,7 +49,8 @@ def bound_socket(host: str, port: int) -> socket.socket:
 
 def serve_one(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
     """One worker process: its own socket, one uvicorn server; exits STARTUP_FAILURE if it never started."""
-    server = uvicorn.Server(uvicorn.Config("app.main:app", host=host, port=port, **uvicorn_options))
+    configure_logging(uvicorn_options.get("log_level", "info"))  # a spawned interpreter: its own logging setup
+    server = uvicorn.Server(uvicorn.Config(APP_FACTORY, host=host, port=port, **uvicorn_options))
     try:
         sock = bound_socket(host, port)
     except OSError as exc:
@@ -59,7 +63,7 @@ def serve_one(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
 
 def run_workers(count: int, host: str, port: int, uvicorn_options: dict[str, Any]) -> int:
     """Run `count` workers until SIGINT/SIGTERM; returns the exit status (STARTUP_FAILURE if one cannot start)."""
-    uvicorn.Config("app.main:app", host=host, port=port, **uvicorn_options)  # sets up uvicorn's logging here too
+    uvicorn.Config(APP_FACTORY, host=host, port=port, **uvicorn_options)  # sets up uvicorn's logging here too
     try:
         bound_socket(host, port).close()  # fail early: a bad host, the port taken by a non-reuseport listener
     except OSError as exc:

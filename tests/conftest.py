@@ -21,12 +21,13 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
+from models.paths import data_dir
 from models.registry import DEFAULT_ROOT, ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
-IMAGENET_SAMPLES = REPO.parent / "shared" / "data" / "imagenet-samples"
-COMPONENTS_DIR = REPO.parent / "shared" / "data" / "components"
+MNIST_DIR = data_dir("mnist")
+IMAGENET_SAMPLES = data_dir("imagenet-samples")
+COMPONENTS_DIR = data_dir("components")
 ADMIN_TOKEN = "test-admin-token"
 
 
@@ -71,11 +72,10 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Path:
-    """A copy of the committed store, so tests can register and promote freely (a few MB: imagenet and
-    components versions hold no big files, their base weights come from a pip package)."""
+    """A copy of the committed store, whatever tasks it holds, so tests can register and promote freely (a few
+    MB: imagenet and components versions hold no big files, their base weights come from a pip package)."""
     root = tmp_path / "store"
-    for task in ("digits", "rnn", "imagenet", "components"):
-        shutil.copytree(DEFAULT_ROOT / task, root / task, ignore=shutil.ignore_patterns(".*"))
+    shutil.copytree(DEFAULT_ROOT, root, ignore=shutil.ignore_patterns(".*"))
     return root
 
 

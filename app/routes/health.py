@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.dependencies import MetricsDep, ServiceDep
+from app.dependencies import MetricsDep, ServerDep
 from app.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -19,10 +19,10 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
             summary="Readiness: every production model is loaded (503 until then)")
-async def readyz(service: ServiceDep) -> Readiness | JSONResponse:
-    body = Readiness(status="ready" if service.ready else "loading", models=service.readiness,
-                     backends=service.readiness_backends)
-    if not service.ready:
+async def readyz(server: ServerDep) -> Readiness | JSONResponse:
+    body = Readiness(status="ready" if server.ready else "loading", models=server.readiness,
+                     backends=server.readiness_backends)
+    if not server.ready:
         return JSONResponse(body.model_dump(), status_code=503)
     return body
 

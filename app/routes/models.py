@@ -8,11 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path as PathParam, Query
 from fastapi.responses import FileResponse
 
-from app.dependencies import ServiceDep, require_admin
+from app.dependencies import ServerDep, require_admin
 from app.schemas import (ErrorResponse, LayerSummary, ModelsIndex, PromoteResponse, TaskDetail, TaskSummary,
                          VersionBrief, VersionDetail)
-from models.preprocessing import example_input
-from models.registry import DEFAULT_ALIAS, layer_summary
+from models.registry import DEFAULT_ALIAS, MAX_NAME_LENGTH
 from models.registry.store import check_name
 
 router = APIRouter(prefix="/models", tags=["registry"])
@@ -30,39 +29,39 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("", response_model=ModelsIndex, summary="All tasks with their versions and aliases")
-async def list_models(service: ServiceDep) -> ModelsIndex:
-    registry = service.registry
+async def list_models(server: ServerDep) -> ModelsIndex:
+    registry = server.registry
     return ModelsIndex(tasks=[TaskSummary(task=t, aliases=registry.aliases(t), versions=registry.versions(t))
                               for t in registry.tasks()])
 
 
 @router.get("/{task}", response_model=TaskDetail, responses=NOT_FOUND, summary="One task's versions")
-async def show_task(task: TaskParam, service: ServiceDep) -> TaskDetail:
-    registry = service.registry
+async def show_task(task: TaskParam, server: ServerDep) -> TaskDetail:
+    registry = server.registry
     aliases = registry.aliases(task)
     briefs = []
     for version in registry.versions(task):
         manifest = registry.manifest(task, version)
-        briefs.append(VersionBrief(version=version, created_at=manifest.get("created_at"),
-                                   architecture=manifest["architecture"]["name"], parameters=manifest.get("parameters"),
-                                   metrics=_headline(manifest.get("metrics", {})), aliases=_aliases_of(aliases, version)))
+        briefs.append(VersionBrief(version=version, kind=manifest.kind, created_at=manifest.created_at,
+                                   architecture=manifest.architecture.name, parameters=manifest.parameters,
+                                   metrics=_headline(manifest.metrics), aliases=_aliases_of(aliases, version)))
     return TaskDetail(task=task, aliases=aliases, versions=briefs)
 
 
 @router.get("/{task}/{version}", response_model=VersionDetail, responses=NOT_FOUND,
             summary="A version's manifest and layer-by-layer summary")
-async def show_version(task: TaskParam, version: VersionParam, service: ServiceDep) -> VersionDetail:
-    model = await service.acquire(task, version)
-    summary = await service.run(lambda: layer_summary(model.network, example_input(model.preprocessing)))
-    return VersionDetail(task=task, version=model.version, aliases=_aliases_of(service.registry.aliases(task), model.version),
-                         manifest=model.manifest, summary=LayerSummary(**summary))
+async def show_version(task: TaskParam, version: VersionParam, server: ServerDep) -> VersionDetail:
+    model = await server.acquire(task, version)
+    summary = await server.summary(model)
+    return VersionDetail(task=task, version=model.version, aliases=_aliases_of(server.registry.aliases(task), model.version),
+                         manifest=model.manifest.stored(), summary=LayerSummary(**summary))
 
 
 @router.get("/{task}/{version}/artifacts/{name}", responses=NOT_FOUND, response_class=FileResponse,
             summary="A file kept with the version (learning curves, confusion matrix, history)")
-async def get_artifact(task: TaskParam, version: VersionParam, name: str, service: ServiceDep) -> FileResponse:
+async def get_artifact(task: TaskParam, version: VersionParam, name: str, server: ServerDep) -> FileResponse:
     check_name(name, "artifact")
-    path: Path = service.registry.artifact_path(task, version, name)
+    path: Path = server.registry.artifact_path(task, version, name)
     return FileResponse(path)
 
 
@@ -70,12 +69,12 @@ async def get_artifact(task: TaskParam, version: VersionParam, name: str, servic
              responses={**NOT_FOUND, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
                         409: {"model": ErrorResponse, "description": "the version fails verification"}},
              summary="Point an alias (default: production) at a version")
-async def promote_version(task: TaskParam, version: VersionParam, service: ServiceDep,
-                          alias: Annotated[str, Query(min_length=1, max_length=80)] = DEFAULT_ALIAS) -> PromoteResponse:
+async def promote_version(task: TaskParam, version: VersionParam, server: ServerDep,
+                          alias: Annotated[str, Query(min_length=1, max_length=MAX_NAME_LENGTH)] = DEFAULT_ALIAS) -> PromoteResponse:
     """Verifies and loads the version first, then moves the alias atomically: the next request is
     served by the new version, no restart, and no request ever sees half of one."""
     check_name(alias, "alias")
-    previous = service.registry.aliases(task).get(alias)
-    model = await service.acquire(task, version)
-    await service.run(service.registry.promote, task, model.version, alias)
+    previous = server.registry.aliases(task).get(alias)
+    model = await server.acquire(task, version)
+    await server.pool.run(server.registry.promote, task, model.version, alias)
     return PromoteResponse(task=task, alias=alias, version=model.version, previous=previous)

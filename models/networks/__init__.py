@@ -42,5 +42,5 @@ def build_network(name: str, **kwargs: object) -> nn.Module:
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """Number of parameters, trainable or frozen: the size of the network that runs."""
+    return sum(p.numel() for p in module.parameters())

@@ -1,4 +1,4 @@
-"""The model registry: store, manifest, verification, aliases and loading."""
+"""The model registry: store, manifest schema, verification, aliases and loading verified networks."""
 
 from models.registry.errors import (
     ChecksumMismatchError,
@@ -8,22 +8,23 @@ from models.registry.errors import (
     UnknownTaskError,
     UnknownVersionError,
 )
-from models.registry.loading import LoadedModel, load_model
-from models.registry.store import DEFAULT_ALIAS, DEFAULT_ROOT, TASKS, ModelRegistry
+from models.registry.schema import MAX_NAME_LENGTH, Manifest
+from models.registry.store import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry
+from models.registry.loading import load_network
 from models.registry.summary import layer_summary
 
 __all__ = [
     "DEFAULT_ALIAS",
     "DEFAULT_ROOT",
-    "TASKS",
+    "MAX_NAME_LENGTH",
     "ChecksumMismatchError",
     "InvalidManifestError",
     "InvalidVersionIdError",
-    "LoadedModel",
+    "Manifest",
     "ModelRegistry",
     "RegistryError",
     "UnknownTaskError",
     "UnknownVersionError",
     "layer_summary",
-    "load_model",
+    "load_network",
 ]

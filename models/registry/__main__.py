@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                     tags = f"  [{', '.join(sorted(by_version.get(version, [])))}]" if version in by_version else ""
                     print(f"  {version}{tags}")
         elif args.command == "show":
-            print(json.dumps(registry.manifest(args.task, args.version), indent=2))
+            print(json.dumps(registry.manifest(args.task, args.version).stored(), indent=2))
         elif args.command == "promote":
             version = registry.promote(args.task, args.version, args.alias)
             print(f"{args.task}: {args.alias} -> {version}")

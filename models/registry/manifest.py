@@ -1,7 +1,8 @@
-"""The manifest: everything needed to rebuild, serve and audit one registered version."""
+"""Reading and writing manifests (the schema is `models.registry.schema.Manifest`), and file checksums."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -12,22 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from models.registry.errors import InvalidManifestError
+from models.registry.schema import Manifest, parse_manifest
 
 SCHEMA_VERSION = 1
-REQUIRED_FIELDS = (
-    "schema_version",
-    "task",
-    "version",
-    "architecture",
-    "parameters",
-    "labels",
-    "preprocessing",
-    "metrics",
-    "training",
-    "lineage",
-    "created_at",
-    "weights",
-)
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -58,20 +46,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def validate_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Return `manifest` if it has every required field, else raise `InvalidManifestError`."""
-    missing = [field for field in REQUIRED_FIELDS if field not in manifest]
-    if missing:
-        raise InvalidManifestError(f"manifest is missing fields: {', '.join(missing)}")
-    architecture = manifest["architecture"]
-    if not isinstance(architecture, dict) or "name" not in architecture:
-        raise InvalidManifestError("manifest 'architecture' must be an object with a 'name'")
-    weights = manifest["weights"]
-    if not isinstance(weights, dict) or not {"file", "sha256"} <= weights.keys():
-        raise InvalidManifestError("manifest 'weights' must have 'file' and 'sha256'")
-    return manifest
-
-
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; `InvalidManifestError` for an unreadable file or another JSON type."""
     try:
@@ -83,8 +57,9 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return payload
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    return validate_manifest(read_json_object(path))
+def read_manifest(path: Path) -> Manifest:
+    """The typed manifest at `path`; `InvalidManifestError` names the file and the bad field."""
+    return parse_manifest(read_json_object(path), source=str(path))
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -95,7 +70,21 @@ def write_json_atomic(path: Path, payload: Any) -> None:
             handle.write(json.dumps(payload, indent=2) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(handle.name, readable_mode(0o644))  # NamedTemporaryFile makes 0600: the service may be another uid
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def readable_mode(mode: int) -> int:
+    """`mode` less the process umask: registry files are readable by a service running as another user."""
+    return mode & ~_umask()
+
+
+@functools.cache
+def _umask() -> int:
+    # os.umask can only be read by setting it: done once, before any registry thread writes.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask

@@ -1,9 +1,11 @@
 """`ModelRegistry`: the on-disk store of registered versions.
 
 Layout: `<root>/<task>/<version>/{manifest.json, weights.safetensors, *.png, ...}` and
-`<root>/<task>/aliases.json` ({"production": "<version>", ...}). Versions are immutable
-once registered (written to a temp dir, then renamed); aliases move by atomic file
-replace, so a reader always sees one complete version.
+`<root>/<task>/aliases.json` ({"production": "<version>", ...}). A task is any directory of the
+root holding an alias file and at least one version: no list of task names exists anywhere.
+Versions are immutable once registered (written to a staging dir, then renamed); aliases move by
+atomic file replace, so a reader always sees one complete version. Directories are 0755 and files
+0644 (less the umask), so a service running as another user can read what a trainer wrote.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -23,9 +26,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from models.networks import count_parameters
+from models.registry.schema import MAX_NAME_LENGTH, NAME_PATTERN, Manifest, parse_manifest
 from models.registry.base_weights import difference_from_base, load_base_state, validate_spec, verify_base_weights
 from models.registry.errors import (
     ChecksumMismatchError,
+    InvalidManifestError,
     InvalidVersionIdError,
     UnknownTaskError,
     UnknownVersionError,
@@ -34,25 +39,28 @@ from models.registry.manifest import (
     SCHEMA_VERSION,
     read_json_object,
     read_manifest,
+    readable_mode,
     sha256_file,
     utc_now,
-    validate_manifest,
     write_json_atomic,
 )
 
-TASKS: tuple[str, ...] = ("digits", "components", "imagenet", "rnn")
 DEFAULT_ALIAS = "production"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 ALIASES_FILE = "aliases.json"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "store"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+ROUTES_FILE = "routes.json"
+_ROUTE = re.compile(r"^(/[a-z0-9][a-z0-9_-]*){1,3}$")
+STAGING_PREFIX = ".staging-"
+STALE_STAGING_S = 3600.0  # a staging directory this old belongs to a crashed registration
 
 
 def check_name(name: str, what: str = "version") -> str:
-    """Return `name` if it is a safe version/alias id (no path separators, no leading dot)."""
-    if not _NAME.match(name):
-        raise InvalidVersionIdError(f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-'")
+    """Return `name` if it is a safe task/version/alias id (no path separators, no leading dot)."""
+    if not NAME_PATTERN.match(name):
+        raise InvalidVersionIdError(f"invalid {what} {name!r}: use up to {MAX_NAME_LENGTH} letters, digits, "
+                                    "'.', '_' or '-', starting with a letter or digit")
     return name
 
 
@@ -64,23 +72,52 @@ class ModelRegistry:
 
     # ---- reading -------------------------------------------------------------------
     def tasks(self) -> list[str]:
-        """Known tasks, in their canonical order."""
-        return list(TASKS)
+        """The tasks in the store, sorted: directories with an alias file and at least one version."""
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError:
+            return []
+        return [p.name for p in entries if NAME_PATTERN.match(p.name) and (p / ALIASES_FILE).is_file()
+                and self._has_versions(p)]
+
+    @staticmethod
+    def _has_versions(directory: Path) -> bool:
+        try:
+            return any(_is_version(p) for p in directory.iterdir())
+        except OSError:  # missing, or unreadable (another user's 0700 directory): nothing we can serve
+            return False
+
+    def routes(self) -> dict[str, str]:
+        """Named endpoints of the store's tasks (`<root>/routes.json`: {"/digits": "digits", ...}), {} without one."""
+        path = self.root / ROUTES_FILE
+        if not path.is_file():
+            return {}
+        routes = {str(k): check_name(str(v), "task") for k, v in read_json_object(path).items()}
+        bad = [route for route in routes if not _ROUTE.match(route)]
+        if bad:
+            raise InvalidManifestError(f"{path}: routes must look like /name or /name/name: {bad}")
+        return routes
 
     def task_dir(self, task: str) -> Path:
-        if task not in TASKS:
-            raise UnknownTaskError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-        return self.root / task
+        """The directory of `task`; `UnknownTaskError` when it holds no version. (A task is served, and
+        listed by `tasks`, once it also has an alias file: its first promotion writes one.)"""
+        check_name(task, "task")
+        directory = self.root / task
+        if not self._has_versions(directory):
+            raise UnknownTaskError(f"unknown task {task!r}; valid: {', '.join(self.tasks()) or 'none'}")
+        return directory
 
     def versions(self, task: str) -> list[str]:
-        """Registered versions of `task`, oldest first (ids start with a UTC timestamp)."""
-        directory = self.task_dir(task)
-        if not directory.is_dir():
-            return []
-        return sorted(p.name for p in directory.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file())
+        """Registered versions of `task`, oldest first (ids start with a UTC timestamp); dot-names
+        (staging directories) and unreadable entries are never versions."""
+        return sorted(p.name for p in self.task_dir(task).iterdir() if _is_version(p))
 
     def aliases(self, task: str) -> dict[str, str]:
-        path = self.task_dir(task) / ALIASES_FILE
+        return self._read_aliases(self.task_dir(task))
+
+    @staticmethod
+    def _read_aliases(directory: Path) -> dict[str, str]:
+        path = directory / ALIASES_FILE
         if not path.is_file():
             return {}
         return {str(k): str(v) for k, v in read_json_object(path).items()}
@@ -101,15 +138,15 @@ class ModelRegistry:
     def version_dir(self, task: str, ref: str = DEFAULT_ALIAS) -> Path:
         return self.task_dir(task) / self.resolve(task, ref)
 
-    def manifest(self, task: str, ref: str = DEFAULT_ALIAS) -> dict[str, Any]:
+    def manifest(self, task: str, ref: str = DEFAULT_ALIAS) -> Manifest:
         return read_manifest(self.version_dir(task, ref) / MANIFEST_FILE)
 
     def artifact_path(self, task: str, ref: str, name: str) -> Path:
         """Path of a named artifact (e.g. "learning_curves.png") recorded in the manifest."""
         manifest = self.manifest(task, ref)
-        artifacts = manifest.get("artifacts", {})
-        if name not in artifacts:
-            raise UnknownVersionError(f"version {manifest['version']!r} has no artifact {name!r}; has: {', '.join(artifacts) or 'none'}")
+        if name not in manifest.artifacts:
+            has = ", ".join(manifest.artifacts) or "none"
+            raise UnknownVersionError(f"version {manifest.version!r} has no artifact {name!r}; has: {has}")
         return self.version_dir(task, ref) / name
 
     # ---- writing -------------------------------------------------------------------
@@ -121,21 +158,25 @@ class ModelRegistry:
         *,
         artifacts: dict[str, Path] | None = None,
         version: str | None = None,
+        label: str | None = None,
         base_weights: dict[str, Any] | None = None,
     ) -> str:
         """Store `network`'s weights and `manifest` as a new immutable version; return its id.
 
-        `manifest` holds the descriptive fields (architecture, labels, preprocessing,
-        metrics, training, lineage); task, version, parameter count, created_at and the
-        weights/artifact checksums are filled in here. With `base_weights` (see
-        `models.registry.base_weights.base_weights_spec`) the network starts from a state dict
-        shipped by an installed package: only the tensors that differ from it are stored.
+        `manifest` holds the descriptive fields (kind, architecture, labels, preprocessing, metrics,
+        training, lineage, serving); task, version, parameter count, created_at and the weights/artifact
+        checksums are filled in here, and the whole is validated (`Manifest`) before anything is renamed
+        into place. The id is `version`, else `<UTC time>-<label>` (default: the architecture name).
+        With `base_weights` (see `models.registry.base_weights.base_weights_spec`) the network starts
+        from a state dict shipped by an installed package: only the tensors that differ are stored.
         """
-        directory = self.task_dir(task)
-        directory.mkdir(parents=True, exist_ok=True)
-        version = check_name(version or self._new_version_id(task, manifest["architecture"]["name"]))
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
+        directory = self.root / check_name(task, "task")
+        _make_dirs(directory)
+        self._sweep_staging(directory)
+        version = check_name(version or self._new_version_id(directory, label or manifest["architecture"]["name"]))
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory))
         try:
+            os.chmod(staging, readable_mode(0o755))  # mkdtemp makes 0700
             state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
             if base_weights is not None:
                 state = difference_from_base(state, load_base_state(validate_spec(base_weights)))
@@ -144,7 +185,9 @@ class ModelRegistry:
             for name, source in (artifacts or {}).items():
                 shutil.copyfile(source, staging / check_name(name, "artifact"))
                 recorded[name] = {"sha256": sha256_file(staging / name)}
-            full = {
+            for path in staging.iterdir():
+                os.chmod(path, readable_mode(0o644))
+            full = parse_manifest({
                 "schema_version": SCHEMA_VERSION,
                 "task": task,
                 "version": version,
@@ -153,31 +196,43 @@ class ModelRegistry:
                 "created_at": manifest.get("created_at", utc_now()),
                 "weights": {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": sha256_file(staging / WEIGHTS_FILE)},
                 "artifacts": recorded,
-            }
-            if base_weights is not None:
-                full["base_weights"] = base_weights
-            write_json_atomic(staging / MANIFEST_FILE, validate_manifest(full))
+                **({"base_weights": base_weights} if base_weights is not None else {}),
+            }, source=f"{task}/{version}")
+            write_json_atomic(staging / MANIFEST_FILE, full.stored())
             os.rename(staging, directory / version)  # atomic; fails if the id already exists
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return version
 
+    @staticmethod
+    def _sweep_staging(directory: Path) -> None:
+        """Remove staging directories left by a crash before their rename (older than `STALE_STAGING_S`)."""
+        cutoff = time.time() - STALE_STAGING_S
+        for path in directory.glob(f"{STAGING_PREFIX}*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                continue
+
     def promote(self, task: str, ref: str, alias: str = DEFAULT_ALIAS) -> str:
-        """Point `alias` at the version `ref` names, after verifying its files; return the version id."""
+        """Point `alias` at the version `ref` names, after verifying its files; return the version id.
+        The first promotion of a newly registered task creates its alias file, which makes it a task."""
         check_name(alias, "alias")
-        version = self.resolve(task, ref)
+        directory = self.root / check_name(task, "task")
+        version = check_name(ref)
+        if not (directory / version / MANIFEST_FILE).is_file():
+            version = self.resolve(task, ref)
         self.verify_version(task, version)
-        with self._alias_lock(task):  # read-modify-write: serialise writers (service, CLI, trainers)
-            aliases = self.aliases(task)
+        with self._alias_lock(directory):  # read-modify-write: serialise writers (service, CLI, trainers)
+            aliases = self._read_aliases(directory)
             aliases[alias] = version
-            write_json_atomic(self.task_dir(task) / ALIASES_FILE, aliases)
+            write_json_atomic(directory / ALIASES_FILE, aliases)
         return version
 
     @contextmanager
-    def _alias_lock(self, task: str) -> Iterator[None]:
-        directory = self.task_dir(task)
-        directory.mkdir(parents=True, exist_ok=True)
+    def _alias_lock(self, directory: Path) -> Iterator[None]:
         with open(directory / ".aliases.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -186,33 +241,50 @@ class ModelRegistry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ---- checking ------------------------------------------------------------------
-    def verify_version(self, task: str, ref: str) -> dict[str, Any]:
+    def verify_version(self, task: str, ref: str) -> Manifest:
         """Check the sha256 of the weights, every artifact and any package-shipped base weights;
-        return the manifest or raise."""
-        directory = self.version_dir(task, ref)
+        return the manifest or raise. Works on a registered task's unaliased versions too."""
+        directory = self.root / check_name(task, "task") / check_name(ref)
+        if not (directory / MANIFEST_FILE).is_file():
+            directory = self.version_dir(task, ref)
         manifest = read_manifest(directory / MANIFEST_FILE)
-        files = {manifest["weights"]["file"]: manifest["weights"]["sha256"]}
-        files.update({name: meta["sha256"] for name, meta in manifest.get("artifacts", {}).items()})
+        files = {manifest.weights.file: manifest.weights.sha256}
+        files.update({name: meta.sha256 for name, meta in manifest.artifacts.items()})
         for name, expected in files.items():
             path = directory / name
             if not path.is_file():
-                raise ChecksumMismatchError(f"{task}/{manifest['version']}: {name} is missing")
+                raise ChecksumMismatchError(f"{task}/{manifest.version}: {name} is missing")
             actual = sha256_file(path)
             if actual != expected:
                 raise ChecksumMismatchError(
-                    f"{task}/{manifest['version']}: sha256 of {name} is {actual}, manifest says {expected}"
+                    f"{task}/{manifest.version}: sha256 of {name} is {actual}, manifest says {expected}"
                 )
-        if "base_weights" in manifest:
-            verify_base_weights(manifest["base_weights"])
+        if manifest.base_weights is not None:
+            verify_base_weights(manifest.base_weights.model_dump())
         return manifest
 
-    def _new_version_id(self, task: str, architecture: str) -> str:
+    @staticmethod
+    def _new_version_id(directory: Path, label: str) -> str:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        base = f"{stamp}-{architecture}"
-        existing = set(self.versions(task))
+        base = f"{stamp}-{label}"
         candidate, n = base, 2
-        while candidate in existing or (self.task_dir(task) / candidate).exists():
+        while (directory / candidate).exists():
             candidate, n = f"{base}-{n}", n + 1
         return candidate
+
+
+def _is_version(path: Path) -> bool:
+    try:
+        return not path.name.startswith(".") and (path / MANIFEST_FILE).is_file()
+    except OSError:  # unreadable
+        return False
+
+
+def _make_dirs(directory: Path) -> None:
+    """`directory` and its parents, 0755 less the umask whatever mkdir's default."""
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in missing:
+        os.chmod(path, readable_mode(0o755))
 
 

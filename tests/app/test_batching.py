@@ -109,7 +109,7 @@ def test_concurrent_requests_share_forward_passes(store, mnist_test):
 
     assert asyncio.run(scenario()) == [200] * 24
     text = app.state.metrics.registry.get_sample_value
-    version = app.state.service.registry.resolve("digits")
+    version = app.state.server.registry.resolve("digits")
     batches = text("modelhouse_batch_size_count", {"task": "digits", "version": version})
     assert batches is not None and batches < 24, f"{batches} forward passes for 24 requests"
 

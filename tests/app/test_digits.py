@@ -11,7 +11,8 @@ from PIL import Image
 
 from bench.digit_photos import VARIANTS
 from models.imaging import UndecodableImageError
-from models.registry import ModelRegistry, load_model
+from models.registry import ModelRegistry
+from models.runtime import load_model
 from tests.conftest import png_bytes
 from tests.models.test_imaging import png_bomb
 
@@ -139,20 +140,22 @@ def test_a_decoder_crash_on_one_upload_is_its_400_and_spares_its_batch(client, m
     item gets a 400, the other items of its micro-batch (other clients) their answers."""
     import struct
 
-    import app.inference as inference
+    import app.kinds.image_classification as kind_module
+    from app.settings import Settings
 
-    real = inference.image_to_array
+    real = kind_module.image_to_array
 
     def crashing(data, *args, **kwargs):
         if data.startswith(b"CRASH"):
             raise struct.error("required argument is not an integer")
         return real(data, *args, **kwargs)
 
-    monkeypatch.setattr(inference, "image_to_array", crashing)
+    monkeypatch.setattr(kind_module, "image_to_array", crashing)
     model = load_model(ModelRegistry(), "digits", "production", torch.device("cpu"))
-    items = [inference.ImageItem(png_bytes(mnist_test[0][0]), "image/png"), inference.ImageItem(b"CRASH", "image/png")]
-    good, bad = inference.classify_batch(model, items, max_pixels=10**7)
-    assert isinstance(good, inference.Classified) and isinstance(bad, UndecodableImageError)
+    kind = kind_module.ImageClassification(Settings())
+    items = [kind_module.ImageItem(png_bytes(mnist_test[0][0]), "image/png"), kind_module.ImageItem(b"CRASH", "image/png")]
+    good, bad = kind.predict(model, items)
+    assert isinstance(good, kind_module.Classified) and isinstance(bad, UndecodableImageError)
     assert_error(client.post("/digits", files=files_of(b"CRASH")), 400, "undecodable_image")
     assert client.post("/digits", files=files_of(png_bytes(mnist_test[0][0]))).status_code == 200
 
@@ -168,21 +171,6 @@ def test_any_image_mode_is_accepted(client, mode):
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("params,status", [({}, 200), ({"top_k": 0}, 422), ({"top_k": "x"}, 422),
-                                           ({"version": "nope"}, 404)])
-def test_fast_lane_and_fastapi_route_answer_alike(make_client, mnist_test, params, status):
-    """The pure-ASGI fast lane and the FastAPI route share one core and one route table."""
-    fast, routed = make_client(fast_lane=True), make_client(fast_lane=False)
-    files = files_of(png_bytes(mnist_test[0][0]))
-    a, b = fast.post("/digits", params=params, files=files), routed.post("/digits", params=params, files=files)
-    assert a.status_code == b.status_code == status
-    if status == 200:
-        assert a.json() == b.json()
-    else:
-        assert a.json()["error"]["code"] == b.json()["error"]["code"]
-        assert next(iter(params)) in a.json()["error"]["message"] and next(iter(params)) in b.json()["error"]["message"]
-
-
 def test_413_is_answered_from_content_length_before_reading(make_client):
     client = make_client(max_request_bytes=1000)
     response = client.post("/digits", content=b"x" * 5000,
@@ -190,11 +178,9 @@ def test_413_is_answered_from_content_length_before_reading(make_client):
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
 
 
-@pytest.mark.parametrize("fast_lane", [True, False])
-def test_debug_returns_the_28x28_image_the_model_saw(make_client, mnist_test, fast_lane):
+def test_debug_returns_the_28x28_image_the_model_saw(client, mnist_test):
     import base64
 
-    client = make_client(fast_lane=fast_lane)
     photo = VARIANTS["off_centre"](mnist_test[0][3], np.random.default_rng(0))
     prediction = client.post("/digits", params={"debug": "true"},
                              files=[("file", ("p.jpg", photo, "image/jpeg"))]).json()["predictions"][0]

@@ -36,7 +36,7 @@ def test_readyz_503_until_models_are_loaded(store):
     with TestClient(app) as started:
         ready = wait_ready(started)
         assert ready.status_code == 200
-        assert ready.json()["models"]["digits"] == app.state.service.registry.resolve("digits")
+        assert ready.json()["models"]["digits"] == app.state.server.registry.resolve("digits")
         assert ready.json()["backends"] == {"digits": "onnxruntime", "imagenet": "onnxruntime",
                                             "components": "onnxruntime", "rnn": "torch"}
 

@@ -11,7 +11,8 @@ import torch
 
 from app.main import create_app
 from app.settings import Settings
-from models.registry import ModelRegistry, load_model
+from models.registry import ModelRegistry
+from models.runtime import load_model
 from tests.conftest import ADMIN_TOKEN, png_bytes
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -25,15 +26,15 @@ def register_shifted_copy(registry: ModelRegistry) -> str:
     with torch.no_grad():
         last.weight.copy_(last.weight.roll(1, dims=0))
         last.bias.copy_(last.bias.roll(1, dims=0))
-    keep = ("architecture", "labels", "preprocessing", "metrics", "training", "lineage")
-    return registry.register("digits", network, {k: production.manifest[k] for k in keep}, version="shifted-by-one")
+    keep = {"kind", "architecture", "labels", "preprocessing", "metrics", "training", "lineage", "serving"}
+    return registry.register("digits", network, production.manifest.model_dump(include=keep), version="shifted-by-one")
 
 
 def test_list_models(client, registry):
     body = client.get("/models").json()
     digits = next(t for t in body["tasks"] if t["task"] == "digits")
     assert digits["aliases"]["production"] in digits["versions"]
-    assert [t["task"] for t in body["tasks"]] == ["digits", "components", "imagenet", "rnn"]
+    assert [t["task"] for t in body["tasks"]] == registry.tasks() == ["components", "digits", "imagenet", "rnn"]
 
 
 def test_show_task(client, registry):

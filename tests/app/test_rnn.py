@@ -20,7 +20,7 @@ def test_seed_version_gives_the_reports_words(client, strategy):
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["completions"][0]["text"] == word and body["completions"][0]["ended"]
-        assert body["model"] == {"task": "rnn", "version": client.app.state.service.resolve("rnn", "seed")}
+        assert body["model"] == {"task": "rnn", "version": client.app.state.server.resolver.resolve("rnn", "seed")}
 
 
 def test_english_completions_are_words_with_the_prefix_ordered_by_probability(client, registry):

@@ -28,7 +28,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "MODELHOUSE_DEVICE": "cpu", "MODELHOUSE_LOG_LEVEL": "WARNING"}
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
                                  "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:

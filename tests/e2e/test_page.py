@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from bench.digit_photos import noisy_photo
+from models.paths import data_dir
 from tests.e2e.conftest import SCREENSHOTS
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = data_dir()
 
 
 def wait_text(browser, element_id: str, predicate, timeout: float = 15.0) -> str:

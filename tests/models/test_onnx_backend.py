@@ -10,7 +10,8 @@ from torch import nn
 
 from models.onnx_backend import BackendError, build_runner, onnx_runner
 from models.preprocessing import image_to_array, to_tensor
-from models.registry import ModelRegistry, load_model
+from models.registry import ModelRegistry
+from models.runtime import load_model
 from tests.conftest import COMPONENTS_DIR, IMAGENET_SAMPLES, REPO, png_bytes
 
 COMMITTED = ModelRegistry(REPO / "models" / "store")

@@ -11,7 +11,8 @@ from PIL import Image
 
 from bench.digit_photos import VARIANTS, mnist_png
 from models.preprocessing import digit_preset, image_to_array, normalize_digit, to_tensor
-from models.registry import ModelRegistry, load_model
+from models.registry import ModelRegistry
+from models.runtime import load_model
 
 PRESET = digit_preset()
 N = 60

@@ -1,0 +1,56 @@
+"""`VersionResolver`: which version an alias or id names, re-asked of the registry only when the disk changed."""
+
+from __future__ import annotations
+
+import os
+
+from models.registry import DEFAULT_ALIAS, ModelRegistry
+
+StatKey = tuple[int, int, int] | None
+
+
+def stat_key(path: str) -> StatKey:
+    """(mtime_ns, inode, size) of `path`, None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
+
+
+class VersionResolver:
+    """Resolves (task, ref) to a version id with two stats per call: the task directory (a new version)
+    and its aliases.json (a promotion: an atomic rename). A promotion by another process, worker or
+    replica sharing the store, and a task copied in while the service runs, are seen by the next request."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self._resolved: dict[tuple[str, str], tuple[tuple[StatKey, StatKey], str]] = {}
+        self._aliases: dict[str, tuple[StatKey, dict[str, str]]] = {}
+
+    def _paths(self, task: str) -> tuple[str, str]:
+        directory = self.registry.root / task
+        return str(directory), str(directory / "aliases.json")
+
+    def resolve(self, task: str, ref: str = DEFAULT_ALIAS) -> str:
+        """The version id `ref` names; the registry's errors for an unknown task, version or alias."""
+        task_path, alias_path = self._paths(task)
+        key = (stat_key(task_path), stat_key(alias_path))
+        cached = self._resolved.get((task, ref))
+        if cached is not None and cached[0] == key and key[0] is not None:
+            return cached[1]
+        version = self.registry.resolve(task, ref)  # validates names, raises for unknown ones
+        self._resolved[(task, ref)] = (key, version)  # only names that resolve: bounded by the registry
+        return version
+
+    def aliases(self, task: str) -> dict[str, str]:
+        """`task`'s aliases, re-read only when aliases.json changed ({} for a task that is gone)."""
+        key = stat_key(self._paths(task)[1])
+        if key is None:
+            return {}
+        cached = self._aliases.get(task)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        aliases = self.registry.aliases(task)
+        self._aliases[task] = (key, aliases)
+        return aliases

@@ -1,0 +1,137 @@
+"""`ModelServer`: the one request pipeline of every prediction route, and the serving state behind it.
+
+A request resolves its version once and keeps the returned `LoadedModel` for its whole life, so a
+promotion in between never mixes two versions within one request. Per request: resolve and acquire
+the version, let its kind decode the request, queue the items into the version's micro-batcher
+(503 when full, 504 past the deadline), let the kind encode the answer, count it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from functools import partial
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from app.batching import BatchPolicy, QueueFullError, gather_with_timeout
+from app.errors import ApiError
+from app.kinds import KINDS, ModelKind, RawRequest
+from app.metrics import Metrics
+from app.serving.batchers import Batchers
+from app.serving.cache import Key, ModelCache
+from app.serving.pool import InferencePool
+from app.serving.resolver import VersionResolver
+from app.settings import Settings
+from models.registry import DEFAULT_ALIAS, Manifest, ModelRegistry, layer_summary
+from models.preprocessing import example_input
+from models.runtime import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class ModelServer:
+    """Serves every task of `registry` with `settings`; build one per app (see `app.main.create_app`)."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry, device: torch.device, metrics: Metrics) -> None:
+        self.settings, self.registry, self.device, self.metrics = settings, registry, device, metrics
+        self.kinds: dict[str, ModelKind] = {name: kind(settings) for name, kind in KINDS.items()}
+        self.resolver = VersionResolver(registry)
+        self.pool = InferencePool(settings.inference_workers)
+        self.cache = ModelCache(registry, device, max_loaded=settings.max_loaded_models, threads=settings.torch_threads,
+                                backend_for=self.backend_for, pinned=self._aliased)
+        policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
+        self.batchers = Batchers(policy, settings.batching, self.pool.run)
+        self._summaries: dict[Key, dict[str, Any]] = {}
+        self.readiness: dict[str, str] = {}
+        self.readiness_backends: dict[str, str] = {}
+        self.ready = False
+
+    # ---- choosing -----------------------------------------------------------------------
+    def kind_of(self, manifest: Manifest) -> ModelKind:
+        return self.kinds[manifest.kind]  # the schema admits only known kinds
+
+    def backend_for(self, task: str, manifest: Manifest) -> str:
+        """settings' per-task choice > the manifest's `serving.backend` > the kind's default (CPU only)."""
+        if task in self.settings.backends:
+            return self.settings.backends[task]
+        if manifest.serving.backend is not None:
+            return manifest.serving.backend
+        return self.kind_of(manifest).default_backend if self.device.type == "cpu" else "torch"
+
+    def _aliased(self) -> set[Key]:
+        return {(task, version) for task in self.registry.tasks() for version in self.resolver.aliases(task).values()}
+
+    # ---- versions -----------------------------------------------------------------------
+    async def acquire(self, task: str, ref: str = DEFAULT_ALIAS) -> LoadedModel:
+        """The loaded version `ref` of `task`: from the cache, or loaded on an inference thread on first use."""
+        key = (task, self.resolver.resolve(task, ref))
+        return self.cache.peek(key) or await self.pool.run(self.cache.get, key)
+
+    async def summary(self, model: LoadedModel) -> dict[str, Any]:
+        """`model`'s layer-by-layer summary, computed once per version."""
+        key = (model.task, model.version)
+        if key not in self._summaries:
+            example = example_input(model.preprocessing)
+            self._summaries[key] = await self.pool.run(layer_summary, model.network, example)
+        return self._summaries[key]
+
+    # ---- the request pipeline -------------------------------------------------------------
+    async def predict(self, task: str, request: RawRequest) -> BaseModel:
+        """Answer one prediction request for `task`. Raises `ApiError` or domain errors (mapped in app.errors)."""
+        started = time.perf_counter()
+        model = await self.acquire(task, request.params.version)
+        kind = self.kind_of(model.manifest)
+        decoded = kind.decode_request(model, request)
+        if decoded.version is not None and decoded.version != request.params.version:
+            model = await self.acquire(task, decoded.version)  # the body names the version (text kinds)
+            if self.kind_of(model.manifest) is not kind:
+                raise ApiError(409, "invalid_model", f"{task}/{model.version} is not a {kind.name} model")
+            decoded = kind.decode_request(model, request)
+        outcomes = await self._run_batched(model, kind, decoded.items)
+        response = kind.encode_response(model, decoded, outcomes)
+        self.metrics.predictions.labels(task, model.version).inc(len(decoded.items))
+        self.metrics.prediction_latency.labels(task, model.version).observe(time.perf_counter() - started)
+        return response
+
+    async def _run_batched(self, model: LoadedModel, kind: ModelKind, items: list[Any]) -> list[Any]:
+        """Outcomes of `items` through the version's micro-batcher: 503 when its queue is full, 504 past the deadline."""
+        batcher = self.batchers.get(model, partial(kind.predict, model),
+                                    partial(self.metrics.batch_observer, model.task, model.version))
+        try:
+            futures = batcher.submit(items)
+        except QueueFullError as exc:
+            self.metrics.rejected.labels(model.task, model.version, "queue_full").inc()
+            raise ApiError(503, "overloaded", f"{model.task} is at capacity ({exc}); retry shortly",
+                           headers={"Retry-After": "1"}) from exc
+        timeout = self.settings.request_timeout_s
+        try:
+            return await gather_with_timeout(futures, timeout)
+        except asyncio.TimeoutError:
+            self.metrics.rejected.labels(model.task, model.version, "timeout").inc()
+            raise ApiError(504, "timeout", f"inference did not finish within {timeout} s") from None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def preload(self) -> None:
+        """Load every task's production version (blocking); record per-task status for /readyz."""
+        status: dict[str, str] = {}
+        backends: dict[str, str] = {}
+        ok = True
+        for task in self.registry.tasks():
+            if DEFAULT_ALIAS not in self.resolver.aliases(task):
+                continue
+            try:
+                model = self.cache.get((task, self.resolver.resolve(task)))
+                status[task], backends[task] = model.version, model.backend
+            except Exception as exc:  # any failure is reported by /readyz, not fatal to the process
+                log.error("cannot load %s/%s: %s", task, DEFAULT_ALIAS, exc)
+                status[task] = f"error: {exc}"
+                ok = False
+        self.readiness, self.readiness_backends, self.ready = status, backends, ok
+
+    async def close(self) -> None:
+        await self.batchers.close()
+        self.pool.close()
