@@ -1,28 +1,27 @@
 """`python -m bench`: accuracy of the production digits model and HTTP throughput/latency of POST /digits.
 
-Prints a Markdown report to stdout and writes it, with the raw numbers, to
-bench/results/latest.md and bench/results/latest.json. Progress goes to stderr.
+Prints a Markdown report to stdout and writes it to bench/results/bench.md (committed; headed by the
+date, commit, machine and command: `bench.report`), the raw numbers to bench/results/bench.json
+(git-ignored). Progress goes to stderr.
 Exit codes: 0 done, 2 bad arguments, 1 the benchmark could not run (e.g. wrk missing).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.http import REPO_ROOT, BenchError
+from bench.http import BenchError
+from bench.report import RESULTS_DIR, command_line, markdown_table, publish
 
 log = logging.getLogger("bench")
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DEFAULT_CONNECTIONS = "1,8,32,64"
 
 
@@ -60,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photos", type=positive_int, default=2000, metavar="N",
                         help="test digits rendered per photo variant (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the photo renderings (default 0)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory (default bench/results)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR,
+                        help="results directory: bench.md, bench.json, payloads, server log (default bench/results)")
     return parser
 
 
@@ -73,11 +73,11 @@ def accuracy_markdown(acc: dict[str, Any]) -> list[str]:
              f"tensors normalised as in training.", "",
              f"Photo renderings of the first {n:,} test digits (bench.digit_photos, seed {acc['photo_seed']}), "
              "decoded and preprocessed as the service does:", "",
-             "| variant | accuracy (manifest preset) | accuracy (plain resize) | mean size | preprocess ms/img |",
-             "|---|---:|---:|---:|---:|"]
-    for p in acc["photos"]:
-        lines.append(f"| {p['variant']} | {p['accuracy']:.2%} | {p['accuracy_plain']:.2%} | "
-                     f"{p['mean_bytes'] / 1024:.1f} KiB | {p['preprocess_ms']:.2f} |")
+             markdown_table(["variant", "accuracy (manifest preset)", "accuracy (plain resize)", "mean size",
+                             "preprocess ms/img"],
+                            [[p["variant"], f"{p['accuracy']:.2%}", f"{p['accuracy_plain']:.2%}",
+                              f"{p['mean_bytes'] / 1024:.1f} KiB", f"{p['preprocess_ms']:.2f}"]
+                             for p in acc["photos"]])]
     return lines + [""]
 
 
@@ -88,11 +88,10 @@ def http_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]
              f"per payload; the service as `python -m app` (one worker process per core). wrk and the server share the same {meta['cpus']} CPU cores, so "
              "the load generator's own CPU use is included in what the server competes with.", ""]
     lines += [f"- `{p['name']}`: {p['description']}" for p in meta["payloads"]]
-    lines += ["", "| payload | connections | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
-    for r in runs:
-        lat = r["latency_ms"]
-        lines.append(f"| {r['payload']} | {r['connections']} | {r['requests_per_s']:.1f} | {lat['p50']:.2f} | "
-                     f"{lat['p99']:.2f} | {_errors(r['errors'])} |")
+    lines += ["", markdown_table(
+        ["payload", "connections", "req/s", "p50 ms", "p99 ms", "errors"],
+        [[r["payload"], r["connections"], f"{r['requests_per_s']:.1f}", f"{r['latency_ms']['p50']:.2f}",
+          f"{r['latency_ms']['p99']:.2f}", _errors(r["errors"])] for r in runs])]
     return lines + [""]
 
 
@@ -119,27 +118,18 @@ def run_http(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, 
     return runs, meta
 
 
-def write_results(out: Path, markdown: str, data: dict[str, Any]) -> None:
-    """Write latest.md and latest.json into `out` (created if needed)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.md").write_text(markdown)
-    (out / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
-    log.info("wrote %s and %s", out / "latest.md", out / "latest.json")
-
-
 def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the server's cleanup
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminate)
     started = time.time()
-    data: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                            "host": {"python": platform.python_version(), "machine": platform.machine(),
-                                     "cpus": os.cpu_count()}}
-    sections = [f"# modelhouse benchmark ({data['started_at']})", ""]
+    data: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
+    sections: list[str] = []
     try:
         if not args.skip_accuracy:
             from bench import accuracy
@@ -153,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     data["seconds"] = round(time.time() - started, 1)
-    markdown = "\n".join(sections)
-    print(markdown)
-    write_results(args.out, markdown, data)
+    publish("bench", "python -m bench: digits accuracy and POST /digits throughput", "\n".join(sections), data,
+            command=command_line(parser.prog, argv), started=started, directory=args.out)
     return 0
 
 

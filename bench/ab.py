@@ -13,24 +13,25 @@ Two versions of the code: check the other one out beside this one and point A (o
 
     git worktree add /tmp/before HEAD~1 && python -m bench.ab --a-repo /tmp/before
 
-Writes bench/results/ab.{md,json}.
+Writes bench/results/ab.md (committed, headed by date, commit, machine and command) and ab.json (git-ignored).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from bench.http import (free_port, make_payloads, preflight, process_tree_cpu_s, require_wrk, run_wrk, server_process,
                         settle)
+from bench.report import RESULTS_DIR, command_line, markdown_table, publish
 
 log = logging.getLogger("bench.ab")
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = RESULTS_DIR  # payloads and server logs go beside the results
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -53,6 +54,7 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     p = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a", nargs="*", default=[], metavar="KEY=VALUE", help="environment of configuration A")
@@ -90,21 +92,18 @@ def main(argv: list[str] | None = None) -> int:
                                "p99": result.latency_ms["p99"], "cpu_ms": round(cpu_ms, 3), "errors": result.error_total})
             log.info("round %d %s: %s", round_index + 1, name, runs[name][-1])
     report = {name: {"env": configs[name], "repo": str(repos[name] or "."), **summarize(runs[name])} for name in ("A", "B")}
-    lines = [f"# bench.ab: {args.payload}, {args.connections} connections, {args.duration} s x {args.rounds} rounds "
-             "(wrk -t1 shares the 2 cores)", "",
-             "| config | checkout | env | median req/s (min–max) | median p99 ms (min–max) "
-             "| server CPU ms per request, median (min–max) |", "|---|---|---|---|---|---|"]
+    rows = []
     for name in ("A", "B"):
         r = report[name]
         env = " ".join(f"{k}={v}" for k, v in r["env"].items()) or "(defaults)"
-        lines.append(f"| {name} | {r['repo']} | `{env}` | {r['median_req_s']:.0f} ({r['min_req_s']:.0f}–{r['max_req_s']:.0f}) | "
-                     f"{r['median_p99']:.1f} ({r['min_p99']:.1f}–{r['max_p99']:.1f}) | "
-                     f"{r['median_cpu_ms']:.3f} ({r['min_cpu_ms']:.3f}–{r['max_cpu_ms']:.3f}) |")
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ab.md").write_text(text)
-    (RESULTS / "ab.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(text)
+        rows.append([name, r["repo"], f"`{env}`", f"{r['median_req_s']:.0f} ({r['min_req_s']:.0f}–{r['max_req_s']:.0f})",
+                     f"{r['median_p99']:.1f} ({r['min_p99']:.1f}–{r['max_p99']:.1f})",
+                     f"{r['median_cpu_ms']:.3f} ({r['min_cpu_ms']:.3f}–{r['max_cpu_ms']:.3f})"])
+    text = markdown_table(["config", "checkout", "env", "median req/s (min–max)", "median p99 ms (min–max)",
+                           "server CPU ms per request, median (min–max)"], rows, align="llllll")
+    publish("ab", f"python -m bench.ab: {args.payload}, {args.connections} connections, {args.duration} s x "
+            f"{args.rounds} rounds (wrk -t1 shares the machine's cores)", text, report,
+            command=command_line(p.prog, argv), started=started)
     return 0
 
 

@@ -16,7 +16,8 @@ import torch
 
 from bench.digit_photos import VARIANTS
 from models.preprocessing import digit_preset, image_to_array, to_tensor
-from models.registry import LoadedModel, ModelRegistry, load_model
+from models.registry import ModelRegistry
+from models.runtime import LoadedModel, load_model
 from training.data.mnist import default_data_dir, load_mnist
 
 log = logging.getLogger("bench.accuracy")

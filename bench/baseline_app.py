@@ -16,7 +16,8 @@ import torch
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 
-from models.registry import ModelRegistry, load_model
+from models.registry import ModelRegistry
+from models.runtime import load_model
 
 TASK = os.environ.get("MODELHOUSE_BASELINE_TASK", "digits")
 torch.set_num_threads(int(os.environ.get("MODELHOUSE_TORCH_THREADS", "1")))

@@ -10,7 +10,8 @@ import torch
 
 from bench.http import Payload
 from models.preprocessing import image_to_array, to_tensor
-from models.registry import ModelRegistry, load_model
+from models.registry import ModelRegistry
+from models.runtime import load_model
 
 
 def rate(fn: Callable[[], Any], items_per_call: int, seconds: float = 1.5) -> float:

@@ -7,7 +7,8 @@
    channels-last, both}, rounds interleaved so machine load hits every variant alike;
 4. HTTP: p50/p90/p99 of `POST /imagenet/top5` and `POST /components` with one 640x480 JPEG over one keep-alive connection,
    against a real uvicorn serving the committed store (production version).
-Writes bench/results/imagenet.{md,json}. Timings on this shared 2-core machine are pessimistic.
+Writes bench/results/imagenet.md (committed, headed by date, commit, machine and command) and imagenet.json
+(git-ignored). Timings on a machine shared with other jobs are pessimistic.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import copy
 import dataclasses
 import math
 import io
-import json
 import shutil
 import statistics
 import sys
@@ -29,17 +29,21 @@ import httpx
 import torch
 from PIL import Image
 
-from bench.http import REPO_ROOT, free_port, running_server
+from bench.http import free_port, running_server
+from bench.report import RESULTS_DIR, command_line, markdown_table, publish
 from models.image_presets import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE_STD, rgb_preset
 from models.optimize import inference_module
-from models.registry import ModelRegistry, load_model
+from models.paths import data_dir
+from models.registry import ModelRegistry
+from models.runtime import load_model
 from training import imagenet as zoo
 from training.imagenet_eval import (classify_photos, collect_photos, error_rates, format_misses, format_table,
                                     matches)
 from training.imagenet_sources import WeightsUnavailableError
 
-RESULTS = REPO_ROOT / "bench" / "results"
-COMPONENT_PHOTO = REPO_ROOT.parent / "shared" / "data" / "components" / "validation" / "relay" / "relay_12.jpg"
+RESULTS = RESULTS_DIR  # the scratch store and the server log go beside the results
+SAMPLES_DIR = data_dir("imagenet-samples")
+COMPONENT_PHOTO = data_dir("components", "validation", "relay", "relay_12.jpg")
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 VARIANTS = {"plain": {}, "fold_bn": {"fold_batchnorm": True}, "channels_last": {"channels_last": True},
             "fold_bn+channels_last": {"fold_batchnorm": True, "channels_last": True}}
@@ -153,9 +157,10 @@ def http_latency(jpeg: bytes, requests: int, path: str = "/imagenet/top5") -> di
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     p = argparse.ArgumentParser(prog="python -m bench.imagenet", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=Path, default=zoo.SAMPLES_DIR)
+    p.add_argument("--images", type=Path, default=SAMPLES_DIR, help="labelled photos (default: %(default)s)")
     p.add_argument("--torchvision", nargs="*", default=[], help="torchvision archs to add when cached (e.g. alexnet)")
     p.add_argument("--forward", action="store_true", help="also time forward-pass variants")
     p.add_argument("--preprocessing", action="store_true", help="also compare normalisations and resize filters")
@@ -168,19 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     store = RESULTS / "imagenet-store"
     report: dict[str, Any] = {"torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["accuracy"], table = accuracy(args.images, [*LITE, *args.torchvision], store)
-    md = ["# bench.imagenet", "", "## Accuracy (batch of one, 1 thread)", "", "```", table, "```"]
+    md = ["## Accuracy (batch of one, 1 thread)", "", "```", table, "```"]
     if args.preprocessing:
         report["preprocessing"] = preprocessing_study(args.images, store)
         md += ["", "## Preprocessing alternatives (report rule; NLL = mean -log p(true class))", "",
-               "| version | normalisation | resize | top-1 err | top-5 err | NLL |", "|---|---|---|---|---|---|"]
-        md += [f"| {r['version']} | {r['normalisation']} | {r['interpolation']} | {r['top1_error']:.0%} | "
-               f"{r['top5_error']:.0%} | {r['true_class_nll']} |" for r in report["preprocessing"]]
+               markdown_table(["version", "normalisation", "resize", "top-1 err", "top-5 err", "NLL"],
+                              [[r["version"], r["normalisation"], r["interpolation"], f"{r['top1_error']:.0%}",
+                                f"{r['top5_error']:.0%}", r["true_class_nll"]] for r in report["preprocessing"]],
+                              align="lllrrr")]
     if args.forward:
         report["forward"] = forward_variants(store, args.rounds, args.reps)
-        md += ["", "## Forward pass, batch of one (ms)", "", "| version | input | threads | variant | p50 | min |",
-               "|---|---|---|---|---|---|"]
-        md += [f"| {r['version']} | {r['input']} | {r['threads']} | {r['variant']} | {r['ms_p50']} | {r['ms_min']} |"
-               for r in report["forward"]]
+        md += ["", "## Forward pass, batch of one (ms)", "",
+               markdown_table(["version", "input", "threads", "variant", "p50", "min"],
+                              [[r["version"], r["input"], r["threads"], r["variant"], r["ms_p50"], r["ms_min"]]
+                               for r in report["forward"]], align="lrrlrr")]
     if not args.skip_http:
         sources = {"/imagenet/top5": args.images / "teapot.jpg", "/components": COMPONENT_PHOTO}
         report["http"] = {path: http_latency(photo_640x480(source), args.requests, path)
@@ -189,10 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             md += ["", f"## POST {path}, one 640x480 JPEG, one connection ({h['requests']} requests)", "",
                    f"p50 {h['p50_ms']} ms, p90 {h['p90_ms']} ms, p99 {h['p99_ms']} ms "
                    f"(model {h['model']['version']}, top-1 {h['top1']!r})"]
-    text = "\n".join(md) + "\n"
-    (RESULTS / "imagenet.md").write_text(text)
-    (RESULTS / "imagenet.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(text)
+    publish("imagenet", "python -m bench.imagenet: the ImageNet zoo and POST /imagenet/top5, /components",
+            "\n".join(md), report, command=command_line(p.prog, argv), started=started)
     return 0
 
 

@@ -3,6 +3,8 @@
 Trains the default `training.lenet` recipe once per seed, each in a fresh process timed
 wall-clock from launch to exit, and reports MNIST test accuracy per seed and the mean.
 Runs use `--no-register` (the registry keeps only what someone chooses to keep).
+Writes bench/results/lenet_seeds.md (committed, headed by date, commit, machine and command) and
+lenet_seeds.json (git-ignored).
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.report import command_line, markdown_table, publish
 
 
 def train_once(seed: int, extra: list[str]) -> dict[str, float]:
@@ -32,6 +33,7 @@ def train_once(seed: int, extra: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     parser = argparse.ArgumentParser(prog="python -m bench.lenet_seeds", description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("extra", nargs="*", help="extra training.lenet arguments (after --)")
@@ -41,16 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(train_once(seed, args.extra))
         print(f"seed {seed}: {rows[-1]}", file=sys.stderr, flush=True)
     accuracies = [r["test_accuracy"] for r in rows]
-    lines = ["| seed | MNIST test accuracy | epochs | wall time (s) |", "|---:|---:|---:|---:|"]
-    lines += [f"| {r['seed']} | {r['test_accuracy'] * 100:.2f}% | {r['epochs']} | {r['process_seconds']:.0f} |" for r in rows]
     spread = statistics.pstdev(accuracies) * 100 if len(accuracies) > 1 else 0.0
-    lines.append(f"| mean | {statistics.mean(accuracies) * 100:.2f}% (sd {spread:.2f}) | | "
-                 f"{statistics.mean(r['process_seconds'] for r in rows):.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "lenet_seeds.json").write_text(json.dumps(rows, indent=2))
-    (RESULTS / "lenet_seeds.md").write_text(table + "\n")
+    table = markdown_table(
+        ["seed", "MNIST test accuracy", "epochs", "wall time (s)"],
+        [*([r["seed"], f"{r['test_accuracy'] * 100:.2f}%", r["epochs"], f"{r['process_seconds']:.0f}"] for r in rows),
+         ["mean", f"{statistics.mean(accuracies) * 100:.2f}% (sd {spread:.2f})", "",
+          f"{statistics.mean(r['process_seconds'] for r in rows):.0f}"]], align="rrrr")
+    extra = f" {' '.join(args.extra)}" if args.extra else ""
+    publish("lenet_seeds", f"python -m bench.lenet_seeds: training.lenet{extra}, one process per seed", table, rows,
+            command=command_line(parser.prog, argv), started=started)
     return 0
 
 

@@ -5,14 +5,13 @@ of words drawn by frequency) beside the exact frequency trie, held-out bits per 
 smoothed character trigram (from the manifest, or recomputed with --recompute on the same corpus and split),
 the latency of beam-5 `POST /rnn/complete` requests through the real app (in-process HTTP, httpx
 ASGITransport, one request at a time), and the seed check h/g/s -> hello/green/start (version `seed`).
-Writes bench/results/rnn.md and rnn.json.
+Writes bench/results/rnn.md (committed, headed by date, commit, machine and command) and rnn.json (git-ignored).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import statistics
 import sys
@@ -25,13 +24,13 @@ import torch
 
 from app.main import create_app
 from app.settings import Settings
+from bench.report import command_line, markdown_table, publish
 from models.chars import CharCodec
-from models.registry import DEFAULT_ROOT, ModelRegistry, load_model
+from models.registry import DEFAULT_ROOT, ModelRegistry
+from models.runtime import load_model
 from training.char_rnn_metrics import PREFIX_LENGTHS, SEED_CHECK, completion_hit_rates, held_out_bits
 from training.data.words import load_corpus, split_words
 from training.runtime import seed_everything
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def recompute_metrics(registry: ModelRegistry, ref: str) -> dict[str, Any]:
@@ -80,27 +79,30 @@ async def http_checks(store: Path, requests: int) -> dict[str, Any]:
 
 
 def report(version: str, metrics: dict[str, Any], http: dict[str, Any], source: str) -> str:
-    lines = [f"### `rnn` production ({version}); metrics {source}", "",
-             "| prefix | cases | RNN top-1 | trie top-1 | RNN top-5 | trie top-5 | top-5 RNN/trie |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    hits = []
     for length in PREFIX_LENGTHS:
         entry = metrics["hit_rate"][f"prefix_{length}"]
         rnn, trie = entry["rnn"], entry["trie"]
-        lines.append(f"| {length} letters | {entry['cases']} | {rnn['top1']:.1%} | {trie['top1']:.1%} | "
-                     f"{rnn['top5']:.1%} | {trie['top5']:.1%} | {rnn['top5'] / trie['top5']:.1%} |")
+        hits.append([f"{length} letters", entry["cases"], f"{rnn['top1']:.1%}", f"{trie['top1']:.1%}",
+                     f"{rnn['top5']:.1%}", f"{trie['top5']:.1%}", f"{rnn['top5'] / trie['top5']:.1%}"])
     bits = metrics["bits_per_char"]
-    lines += ["", "| held-out words | RNN bits/char | trigram bits/char |", "|---:|---:|---:|",
-              f"| {bits['held_out_words']} | {bits['rnn']:.3f} | {bits['trigram']:.3f} |", "",
-              f"beam-5 `POST /rnn/complete`, {http['requests']} sequential requests in-process: "
-              f"p50 {http['latency_ms']['p50']:.1f} ms, p99 {http['latency_ms']['p99']:.1f} ms, "
-              f"mean {http['latency_ms']['mean']:.1f} ms", "",
-              "seed check (version `seed`): " + ", ".join(
-                  f"{p} -> {r['got']} ({'ok' if r['got'] == r['expected'] else 'expected ' + r['expected']})"
-                  for p, r in http["seed_check"].items())]
+    lines = [f"## `rnn` production ({version}); metrics {source}", "",
+             markdown_table(["prefix", "cases", "RNN top-1", "trie top-1", "RNN top-5", "trie top-5", "top-5 RNN/trie"],
+                            hits, align="r" * 7),
+             "", markdown_table(["held-out words", "RNN bits/char", "trigram bits/char"],
+                                [[bits["held_out_words"], f"{bits['rnn']:.3f}", f"{bits['trigram']:.3f}"]], align="rrr"),
+             "",
+             f"beam-5 `POST /rnn/complete`, {http['requests']} sequential requests in-process: "
+             f"p50 {http['latency_ms']['p50']:.1f} ms, p99 {http['latency_ms']['p99']:.1f} ms, "
+             f"mean {http['latency_ms']['mean']:.1f} ms", "",
+             "seed check (version `seed`): " + ", ".join(
+                 f"{p} -> {r['got']} ({'ok' if r['got'] == r['expected'] else 'expected ' + r['expected']})"
+                 for p, r in http["seed_check"].items())]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     parser = argparse.ArgumentParser(prog="python -m bench.rnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=DEFAULT_ROOT)
@@ -116,10 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     http = asyncio.run(http_checks(args.store, args.requests))
     torch.set_num_threads(args.threads)  # create_app applies the service's setting; keep ours for the record
     text = report(manifest["version"], metrics, http, "recomputed" if args.recompute else "from the manifest")
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "rnn.md").write_text(text + "\n")
-    (RESULTS / "rnn.json").write_text(json.dumps({"version": manifest["version"], "metrics": metrics, **http}, indent=2))
+    publish("rnn", "python -m bench.rnn: word completion", text,
+            {"version": manifest["version"], "metrics": metrics, **http},
+            command=command_line(parser.prog, argv), started=started)
     seed_ok = all(r["got"] == r["expected"] for r in http["seed_check"].values())
     return 0 if seed_ok else 1
 

@@ -8,14 +8,14 @@ with the server) at 1, 8, 32 and 64 connections, for a
 imagenet model is registered). Reports req/s, p50, p99 and errors per cell and the ratio
 project/baseline, the in-process ceilings (decode per image, forward at batch 1/32/256), and
 an overload run (256 connections) with 503 counts and server RSS before/after.
-Results: bench/results/serving.md and .json.
+Results: bench/results/serving.md (committed, headed by date, commit, machine and command) and
+serving.json (git-ignored).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 import time
@@ -24,9 +24,11 @@ from typing import Any
 
 from bench import ceilings
 from bench.http import Payload, free_port, make_payloads, preflight, require_wrk, run_wrk, server_process, settle
+from bench.report import RESULTS_DIR, command_line, markdown_table, publish
+from models.paths import data_dir
 
 log = logging.getLogger("bench.serving")
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = RESULTS_DIR  # payloads and server logs go beside the results
 BASELINE = "bench.baseline_app:app"
 
 
@@ -38,7 +40,7 @@ def imagenet_payload(directory: Path) -> Payload | None:
         return None
     from PIL import Image
 
-    source = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples" / "teapot.jpg"
+    source = data_dir("imagenet-samples", "teapot.jpg")
     path = directory / "imagenet.jpg"
     Image.open(source).convert("RGB").resize((640, 480)).save(path, quality=90)
     return Payload("imagenet_jpeg", path, "teapot.jpg", "image/jpeg", "teapot", "640x480 JPEG q90",
@@ -129,21 +131,23 @@ def server_p99(url: str) -> float | None:
 
 
 def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str, Any] | None, duration: int) -> str:
-    lines = ["## Serving: project vs tutorial baseline (side by side, each cell on both in alternating order; "
-             "wrk -t1, %d s per cell; wrk shares the 2 cores)" % duration, "",
-             "| payload | conns | project req/s | p50 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms | errors | ratio |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     index = {(r["server"], r["payload"], r["connections"]): r for r in rows}
+    table = []
     for (server, payload, conns), r in index.items():
         if server != "project":
             continue
         b = index.get(("baseline", payload, conns))
-        base = f"{b['req_s']:.0f} | {b['p50']:.2f} | {b['p99']:.2f} | {sum(b['errors'].values())}" if b else "- | - | - | -"
+        base = [f"{b['req_s']:.0f}", f"{b['p50']:.2f}", f"{b['p99']:.2f}", sum(b["errors"].values())] if b else ["-"] * 4
         ratio = f"{r['req_s'] / b['req_s']:.1f}x" if b and b["req_s"] else "-"
-        lines.append(f"| {payload} | {conns} | {r['req_s']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                     f"{sum(r['errors'].values())} | {base} | {ratio} |")
-    lines += ["", "## In-process ceilings (one thread)", "", "| what | per second | ms each |", "|---|---:|---:|"]
-    lines += [f"| {name} | {per_s:,.0f} | {1000 / per_s:.3f} |" for name, per_s in ceiling.items()]
+        table.append([payload, conns, f"{r['req_s']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
+                      sum(r["errors"].values()), *base, ratio])
+    lines = ["## Serving: project vs tutorial baseline (side by side, each cell on both in alternating order; "
+             f"wrk -t1, {duration} s per cell; wrk shares the machine's cores)", "",
+             markdown_table(["payload", "conns", "project req/s", "p50 ms", "p99 ms", "errors", "baseline req/s",
+                             "p50 ms", "p99 ms", "errors", "ratio"], table),
+             "", "## In-process ceilings (one thread)", "",
+             markdown_table(["what", "per second", "ms each"],
+                            [[name, f"{per_s:,.0f}", f"{1000 / per_s:.3f}"] for name, per_s in ceiling.items()])]
     if over:
         lines += ["", f"## Overload: 256 connections for {over['seconds']} s, {over['payload']}", "",
                   f"- answered {over['requests']:,} requests ({over['req_s']:.0f}/s); wrk errors {over['errors']} "
@@ -155,6 +159,7 @@ def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk cell")
@@ -174,12 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = ceilings.measure(digits, imagenet)
     rows = measure(digits + ([imagenet] if imagenet else []), connections, args.duration, not args.skip_baseline)
     over = overload(digits[0], args.overload, RESULTS / "server-overload.log") if args.overload else None
-    report = markdown(rows, ceiling, over, args.duration)
-    print(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "serving.md").write_text(report)
-    (RESULTS / "serving.json").write_text(json.dumps({"rows": rows, "ceilings": ceiling, "overload": over,
-                                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+    publish("serving", "python -m bench.serving: the service vs a tutorial baseline",
+            markdown(rows, ceiling, over, args.duration),
+            {"rows": rows, "ceilings": ceiling, "overload": over,
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            command=command_line(parser.prog, argv), started=started)
     return 0
 
 
