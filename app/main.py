@@ -15,7 +15,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
@@ -77,14 +80,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
         await server.close()
 
-    app = FastAPI(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    telemetry = {} if settings.telemetry else {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
     app.state.settings, app.state.server, app.state.metrics = settings, server, metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     routes = registry.routes()
-    app.include_router(predict.predict_router(routes, kinds_of(registry, sorted(set(routes.values())))))
+    app.router.routes.extend(predict.predict_routes(routes))  # first: the hot path matches at once
     for module in (models, health, page):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
+    documented = predict.documented_routes(routes, kinds_of(registry, sorted(set(routes.values()))))
+    app.openapi = lambda: openapi_schema(app, documented)  # type: ignore[method-assign]
     return app
+
+
+def openapi_schema(app: FastAPI, documented: APIRouter) -> dict[str, Any]:
+    """The app's OpenAPI schema, with the prediction routes described by `documented` (built once)."""
+    if app.openapi_schema is None:
+        app.openapi_schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                         routes=[*documented.routes, *app.routes])
+    return app.openapi_schema

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         "parse the next request could wait a whole interval behind a decode (bench.ab measures it)")
     gc_freeze: bool = Field(True, description="after preloading, keep the loaded models out of the garbage "
                             "collector's full collections (gc.freeze): they stalled the event loop for up to 200 ms")
+    telemetry: bool = Field(False, description="FastAPI's native OpenTelemetry (traces, metrics, logs through the "
+                            "globally configured providers); off, /metrics (Prometheus) is the service's telemetry "
+                            "and no request pays for the providers' checks")
     max_loaded_models: int = Field(8, ge=1, description="LRU size of loaded versions (aliased ones are kept)")
     preload: bool = Field(True, description="load every task's production version at startup")
     log_level: str = Field("INFO")

@@ -111,7 +111,7 @@ def make_payloads(directory: Path, image: np.ndarray, label: int, seed: int) -> 
 
 
 @contextmanager
-def running_server(port: int, log_path: Path, ready_timeout: float = 60.0, app: str = "app.main:app",
+def running_server(port: int, log_path: Path, ready_timeout: float = 60.0, app: str | None = None,
                    env: dict[str, str] | None = None) -> Iterator[str]:
     """`server_process` yielding only the base URL."""
     with server_process(port, log_path, ready_timeout, app, env) as (url, _):
@@ -119,14 +119,16 @@ def running_server(port: int, log_path: Path, ready_timeout: float = 60.0, app: 
 
 
 @contextmanager
-def server_process(port: int, log_path: Path, ready_timeout: float = 60.0, app: str = "app.main:app",
+def server_process(port: int, log_path: Path, ready_timeout: float = 60.0, app: str | None = None,
                    env: dict[str, str] | None = None, repo: Path | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start uvicorn on 127.0.0.1:`port`, yield its base URL once /readyz is 200, always kill it after.
+    """Start a server on 127.0.0.1:`port`: the project's own launcher (`python -m app`: its worker processes,
+    shared metrics) when `app` is None, else uvicorn with the ASGI app `app` (a baseline); yield its base
+    URL once /readyz is 200, always kill it after.
 
     Raises `BenchError` if the server exits early or is not ready within `ready_timeout` seconds
     (the tail of its log, written to `log_path`, is included).
     """
-    if app == "app.main:app":  # the project: its own launcher (worker processes, shared metrics)
+    if app is None:
         cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     else:
         cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),

@@ -1,24 +1,32 @@
 """Prediction routes: `POST /models/{task}/predict` for every registered task, and the store's named
 endpoints (`routes.json`: `/digits`, `/imagenet/top5`, ...) as aliases of the same handler.
 
-One handler for all: the body is read once (size-limited), the query is parsed by one model, and the
-model server runs the rest; errors are mapped to HTTP in `app.errors` only. The handler answers with
-the response model's JSON directly (`response_model` documents it): FastAPI's re-validation of an
-object the kind just built would cost more than the small image's decode (bench.ab measures it).
+One handler for all (`PredictEndpoint`): the query is parsed by one pydantic model (`PredictQuery`),
+the body read once by `app.uploads.read_body`, and the model server runs the rest; errors are raised
+and mapped to HTTP in `app.errors` only. The handler is a plain ASGI app on a Starlette route, inside
+the whole middleware stack (request ids, metrics, error handlers and any middleware added later): only
+FastAPI's per-route layers (dependency solving, response re-validation) are left out, which cost more
+CPU than decoding a small image (bench.ab; docs/performance.md). The OpenAPI description of the same
+route table is built from FastAPI routes that are documented, never mounted (`documented_routes`).
 """
 
-from typing import Annotated, Any
+from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.kinds import KINDS, PredictParams, RawRequest
 from app.schemas import ErrorResponse
-from app.uploads import read_body
+from app.uploads import header, read_body
 from models.registry import MAX_NAME_LENGTH
 
-# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
+# No `from __future__ import annotations`: FastAPI reads the documented endpoints' annotations at runtime.
+GENERIC_PATH = "/models/{task}/predict"
+JSON_HEADERS = [(b"content-type", b"application/json")]
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
@@ -49,54 +57,73 @@ class PredictQuery(BaseModel):
     debug: bool = Field(False, description="image kinds: also return the image the network saw")
 
 
-def request_bodies(kinds: list[str]) -> dict[str, Any]:
-    """The OpenAPI request body of a route serving `kinds`."""
+def parse_query(query_string: bytes) -> PredictParams:
+    """The query parameters, by `PredictQuery`'s rules (422 naming the bad one; the last of repeated ones wins)."""
+    try:
+        query = PredictQuery.model_validate(dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)))
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+    return PredictParams(query.version, query.top_k, query.debug)
+
+
+class PredictEndpoint:
+    """The one prediction handler, as an ASGI app: `task` fixed (a named endpoint) or from the path."""
+
+    def __init__(self, task: str | None = None) -> None:
+        self.task = task
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope["app"].state.server
+        task = self.task or scope["path_params"]["task"]
+        params = parse_query(scope.get("query_string", b""))
+        body = await read_body(scope, receive, server.settings.max_request_bytes)
+        result = await server.predict(task, RawRequest(body, header(scope, b"content-type"), params))
+        await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+        await send({"type": "http.response.body", "body": result.model_dump_json().encode()})
+
+
+def predict_routes(routes: dict[str, str]) -> list[Route]:
+    """The generic route and one alias per named endpoint (`routes`: path -> task)."""
+    return [Route(GENERIC_PATH, PredictEndpoint(), methods=["POST"], name="predict"),
+            *(Route(path, PredictEndpoint(task), methods=["POST"], name=f"predict_{task}") for path, task in routes.items())]
+
+
+# ---- the OpenAPI description of the same table ----------------------------------------------------
+def query_parameters() -> list[dict[str, Any]]:
+    """`PredictQuery` as OpenAPI query parameters (the docs and the parser are the same model)."""
+    schema = PredictQuery.model_json_schema()
+    return [{"name": name, "in": "query", "required": False, "schema": field,
+             "description": field.get("description", "")} for name, field in schema["properties"].items()]
+
+
+def openapi_of(kinds: list[str], *, task_in_path: bool) -> dict[str, Any]:
+    """The OpenAPI parameters and request body of a route serving `kinds`."""
     content: dict[str, Any] = {}
     for kind in kinds:
         request_model = getattr(KINDS[kind], "request_model", None)
         content.update(IMAGE_BODY if request_model is None else
                        {"application/json": {"schema": request_model.model_json_schema()}})
-    return {"requestBody": {"required": True, "content": content}}
+    task = [{"name": "task", "in": "path", "required": True, "description": "task name",
+             "schema": {"type": "string", "maxLength": MAX_NAME_LENGTH}, "example": "digits"}]
+    return {"parameters": (task if task_in_path else []) + query_parameters(),
+            "requestBody": {"required": True, "content": content}}
 
 
-async def answer(task: str, request: Request, query: PredictQuery) -> Response:
-    """The one prediction path: read the body, hand it to the model server, write its JSON."""
-    server = request.app.state.server
-    body = await read_body(request, server.settings.max_request_bytes)
-    raw = RawRequest(body, request.headers.get("content-type"), PredictParams(query.version, query.top_k, query.debug))
-    result = await server.predict(task, raw)
-    return Response(result.model_dump_json(), media_type="application/json")
+async def _documented_only() -> None:  # pragma: no cover - never mounted: PredictEndpoint serves these paths
+    raise NotImplementedError
 
 
-TaskPath = Annotated[str, Path(min_length=1, max_length=MAX_NAME_LENGTH, description="task name", examples=["digits"])]
-
-
-async def predict(task: TaskPath, request: Request, query: Annotated[PredictQuery, Query()]) -> Response:
-    return await answer(task, request, query)
-
-
-def alias_endpoint(task: str):
-    """An endpoint answering for `task` (the same handler as `POST /models/{task}/predict`)."""
-
-    async def endpoint(request: Request, query: Annotated[PredictQuery, Query()]) -> Response:
-        return await answer(task, request, query)
-
-    return endpoint
-
-
-def predict_router(routes: dict[str, str], kinds_of: dict[str, str]) -> APIRouter:
-    """The generic route plus one alias per named endpoint (`routes`: path -> task; `kinds_of`: task -> kind,
-    for the docs of each alias)."""
+def documented_routes(routes: dict[str, str], kinds_of: dict[str, str]) -> APIRouter:
+    """FastAPI routes describing `predict_routes(routes)` for the OpenAPI schema (`kinds_of`: task -> kind)."""
     router = APIRouter(tags=["predict"])
     union = KINDS["image-classification"].response_model | KINDS["text-completion"].response_model
-    router.add_api_route("/models/{task}/predict", predict, methods=["POST"], response_model=union,
-                         responses=ERROR_RESPONSES, openapi_extra=request_bodies(sorted(KINDS)),
-                         summary="Predict with any registered task (its kind says what the body is)")
+    router.add_api_route(GENERIC_PATH, _documented_only, methods=["POST"], response_model=union,
+                         responses=ERROR_RESPONSES, openapi_extra=openapi_of(sorted(KINDS), task_in_path=True),
+                         summary="Predict with any registered task (its kind says what the body is)", name="predict")
     for path, task in routes.items():
         kind = kinds_of.get(task)
-        response_model = KINDS[kind].response_model if kind else union
-        router.add_api_route(path, alias_endpoint(task), methods=["POST"], response_model=response_model,
-                             responses=ERROR_RESPONSES, openapi_extra=request_bodies([kind] if kind else sorted(KINDS)),
-                             summary=f"Predict with task {task!r} (alias of POST /models/{task}/predict)",
-                             name=f"predict_{task}")
+        router.add_api_route(path, _documented_only, methods=["POST"], name=f"predict_{task}",
+                             response_model=KINDS[kind].response_model if kind else union, responses=ERROR_RESPONSES,
+                             openapi_extra=openapi_of([kind] if kind else sorted(KINDS), task_in_path=False),
+                             summary=f"Predict with task {task!r} (alias of POST /models/{task}/predict)")
     return router
