@@ -75,28 +75,28 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+def error_response(exc: Exception, method: str = "", path: str = "") -> JSONResponse:
+    """The JSON error answer for `exc`: the one mapping of exceptions to HTTP, for every route."""
+    if isinstance(exc, ApiError):
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
-
-    for error_type, (status, code) in DOMAIN_ERRORS.items():
-        def handler(_: Request, exc: Exception, status: int = status, code: str = code) -> JSONResponse:
-            return JSONResponse(error_body(code, str(exc)), status_code=status)
-
-        app.add_exception_handler(error_type, handler)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
         return JSONResponse(error_body("invalid_parameters", _validation_message(errors), errors), status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         code = HTTP_CODES.get(exc.status_code, "error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    mapped = domain_status(exc)
+    if mapped is not None:
+        return JSONResponse(error_body(mapped[1], str(exc)), status_code=mapped[0])
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
+    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception FastAPI's handlers see through `error_response`."""
+
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc, request.method, request.url.path)
+
+    for error_type in (ApiError, RequestValidationError, StarletteHTTPException, *DOMAIN_ERRORS, Exception):
+        app.add_exception_handler(error_type, handler)

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
@@ -60,6 +61,35 @@ def kinds_of(registry: ModelRegistry, tasks: list[str]) -> dict[str, str]:
     return kinds
 
 
+class ServiceApp(FastAPI):
+    """FastAPI, with the prediction routes answered inside the service's middleware (`user_middleware`:
+    request ids, metrics, and whatever `add_middleware` adds later) but before FastAPI's own per-request
+    layers (see `app.routes.predict`). Every other route takes FastAPI's usual stack inside the same
+    middleware."""
+
+    predict_routes: predict.PredictRoutes
+
+    def build_middleware_stack(self) -> ASGIApp:
+        user_middleware, self.user_middleware = self.user_middleware, []
+        try:
+            fastapi_stack = super().build_middleware_stack()  # its error, body-limit and exception layers, router
+        finally:
+            self.user_middleware = user_middleware
+        routes = self.predict_routes
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            route = routes.match(scope)
+            if route is None:
+                await fastapi_stack(scope, receive, send)
+            else:
+                await routes.serve(route, scope, receive, send)
+
+        stack: ASGIApp = dispatch
+        for cls, args, kwargs in reversed(user_middleware):
+            stack = cls(stack, *args, **kwargs)
+        return stack
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service from `settings` (default: read from `MODELHOUSE_*` environment variables)."""
     settings = settings or Settings()
@@ -81,13 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await server.close()
 
     telemetry = {} if settings.telemetry else {"tracing": False, "metrics": False, "logs": False}
-    app = FastAPI(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
+    app = ServiceApp(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
     app.state.settings, app.state.server, app.state.metrics = settings, server, metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     routes = registry.routes()
-    app.router.routes.extend(predict.predict_routes(routes))  # first: the hot path matches at once
+    app.predict_routes = predict.PredictRoutes(routes)
     for module in (models, health, page):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")

@@ -22,7 +22,7 @@ from models.runtime import load_model
 TASK = os.environ.get("MODELHOUSE_BASELINE_TASK", "digits")
 torch.set_num_threads(int(os.environ.get("MODELHOUSE_TORCH_THREADS", "1")))
 model = load_model(ModelRegistry(), TASK, "production", torch.device("cpu"))
-preset = model.manifest["preprocessing"]
+preset = model.preprocessing
 MEAN = torch.tensor(preset["mean"]).view(-1, 1, 1)
 STD = torch.tensor(preset["std"]).view(-1, 1, 1)
 MODE = "L" if preset.get("channels", 1) == 1 else "RGB"

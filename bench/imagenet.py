@@ -66,7 +66,7 @@ def accuracy(images: Path, archs: list[str], store: Path) -> tuple[list[dict[str
         results = classify_photos(model, photos)
         summary = error_rates(results, model.labels)
         rows.append((version, arch, summary))
-        report.append({"arch": arch, "parameters": model.manifest["parameters"], **summary})
+        report.append({"arch": arch, "parameters": model.manifest.parameters, **summary})
         text.append(f"{arch} misses (report rule):\n{format_misses(results, model.labels)}")
     return report, f"{len(photos)} photos in {images}\n\n{format_table(rows)}\n\n" + "\n".join(text)
 

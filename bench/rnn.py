@@ -36,9 +36,9 @@ from training.runtime import seed_everything
 def recompute_metrics(registry: ModelRegistry, ref: str) -> dict[str, Any]:
     """Rebuild the training run's corpus and split from the manifest and measure again."""
     model = load_model(registry, "rnn", ref, torch.device("cpu"))
-    config = model.manifest["training"]["config"]
+    config = model.manifest.training["config"]
     corpus = load_corpus(config["corpus"], config["words"])
-    if corpus.sha256 != model.manifest["lineage"]["corpus"]["sha256"]:
+    if corpus.sha256 != model.manifest.lineage["corpus"]["sha256"]:
         raise SystemExit(f"corpus {corpus.name} differs from the one the model was trained on (sha256)")
     pairs = [(w, f) for w, f in zip(corpus.words, corpus.weights) if len(w) <= config["max_length"]]
     pairs = pairs[: config["limit"] or None]
@@ -114,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     registry = ModelRegistry(args.store)
     manifest = registry.manifest("rnn", "production")
-    metrics = recompute_metrics(registry, "production") if args.recompute else manifest["metrics"]
+    metrics = recompute_metrics(registry, "production") if args.recompute else manifest.metrics
     http = asyncio.run(http_checks(args.store, args.requests))
     torch.set_num_threads(args.threads)  # create_app applies the service's setting; keep ours for the record
-    text = report(manifest["version"], metrics, http, "recomputed" if args.recompute else "from the manifest")
+    text = report(manifest.version, metrics, http, "recomputed" if args.recompute else "from the manifest")
     publish("rnn", "python -m bench.rnn: word completion", text,
-            {"version": manifest["version"], "metrics": metrics, **http},
+            {"version": manifest.version, "metrics": metrics, **http},
             command=command_line(parser.prog, argv), started=started)
     seed_ok = all(r["got"] == r["expected"] for r in http["seed_check"].values())
     return 0 if seed_ok else 1

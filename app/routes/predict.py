@@ -3,11 +3,12 @@ endpoints (`routes.json`: `/digits`, `/imagenet/top5`, ...) as aliases of the sa
 
 One handler for all (`PredictEndpoint`): the query is parsed by one pydantic model (`PredictQuery`),
 the body read once by `app.uploads.read_body`, and the model server runs the rest; errors are raised
-and mapped to HTTP in `app.errors` only. The handler is a plain ASGI app on a Starlette route, inside
-the whole middleware stack (request ids, metrics, error handlers and any middleware added later): only
-FastAPI's per-route layers (dependency solving, response re-validation) are left out, which cost more
-CPU than decoding a small image (bench.ab; docs/performance.md). The OpenAPI description of the same
-route table is built from FastAPI routes that are documented, never mounted (`documented_routes`).
+and turned into answers by `app.errors.error_response` only. `PredictRoutes` matches these paths; the
+app (`app.main.ServiceApp`) puts it inside the service's middleware (request ids, metrics and any
+middleware added later) and in front of FastAPI's own per-request layers (its router, dependency
+solving, response re-validation, exception middlewares), which cost more CPU than decoding a small image
+(bench.ab; docs/performance.md). The OpenAPI description of the same route table is built from FastAPI
+routes that are documented, never mounted (`documented_routes`).
 """
 
 from typing import Any
@@ -16,9 +17,10 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Match, Route
+from starlette.types import Message, Receive, Scope, Send
 
+from app.errors import error_response
 from app.kinds import KINDS, PredictParams, RawRequest
 from app.schemas import ErrorResponse
 from app.uploads import header, read_body
@@ -82,10 +84,47 @@ class PredictEndpoint:
         await send({"type": "http.response.body", "body": result.model_dump_json().encode()})
 
 
-def predict_routes(routes: dict[str, str]) -> list[Route]:
-    """The generic route and one alias per named endpoint (`routes`: path -> task)."""
-    return [Route(GENERIC_PATH, PredictEndpoint(), methods=["POST"], name="predict"),
-            *(Route(path, PredictEndpoint(task), methods=["POST"], name=f"predict_{task}") for path, task in routes.items())]
+class PredictRoutes:
+    """The generic route and one alias per named endpoint (`routes`: path -> task), and the ASGI app that
+    answers them with `PredictEndpoint`, every exception answered by `error_response`."""
+
+    def __init__(self, routes: dict[str, str]) -> None:
+        self.routes = [Route(GENERIC_PATH, PredictEndpoint(), methods=["POST"], name="predict"),
+                       *(Route(path, PredictEndpoint(task), methods=["POST"], name=f"predict_{task}")
+                         for path, task in routes.items())]
+        self._by_path = {route.path: route for route in self.routes[1:]}
+
+    def match(self, scope: Scope) -> Route | None:
+        """The route a POST `scope` is for (its path parameters set in the scope), else None."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path = scope["path"]
+        route = self._by_path.get(path)
+        if route is not None:
+            return route
+        if path.startswith("/models/") and path.endswith("/predict"):
+            match, child = self.routes[0].matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                return self.routes[0]
+        return None
+
+    @staticmethod
+    async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = route  # the metrics' label: the route template, not the raw path
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await route.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:  # too late for an error answer: the server closes the connection
+                raise
+            await error_response(exc, "POST", scope["path"])(scope, receive, send)
 
 
 # ---- the OpenAPI description of the same table ----------------------------------------------------
