@@ -22,8 +22,8 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import install_error_handlers
-from app.metrics import Metrics, MetricsMiddleware
-from app.request_ids import RequestIdMiddleware
+from app.metrics import Metrics
+from app.middleware import RequestMiddleware
 from app.routes import health, models, page, predict
 from app.serving.server import ModelServer
 from app.settings import Settings
@@ -63,7 +63,7 @@ def kinds_of(registry: ModelRegistry, tasks: list[str]) -> dict[str, str]:
 
 class ServiceApp(FastAPI):
     """FastAPI, with the prediction routes answered inside the service's middleware (`user_middleware`:
-    request ids, metrics, and whatever `add_middleware` adds later) but before FastAPI's own per-request
+    `RequestMiddleware`'s request ids and metrics, and whatever `add_middleware` adds later) but before FastAPI's own per-request
     layers (see `app.routes.predict`). Every other route takes FastAPI's usual stack inside the same
     middleware."""
 
@@ -113,8 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     telemetry = {} if settings.telemetry else {"tracing": False, "metrics": False, "logs": False}
     app = ServiceApp(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
     app.state.settings, app.state.server, app.state.metrics = settings, server, metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     install_error_handlers(app)
     routes = registry.routes()
     app.predict_routes = predict.PredictRoutes(routes)

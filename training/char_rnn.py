@@ -9,11 +9,9 @@ RNN, hidden 12, one-hot input, Adam lr 0.01, 100 epochs), registered under the a
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,15 +20,17 @@ import torch
 from torch import Tensor, nn
 
 from models.chars import CharCodec, chars_preset
+from models.devices import DEVICE_CHOICES, select_device
 from models.networks import build_network, count_parameters
 from models.networks.char_rnn import CELLS
 from models.registry import DEFAULT_ROOT, ModelRegistry
-from models.registry.manifest import git_commit
+from training.artifacts import training_record, write_run_artifacts
 from training.char_rnn_metrics import completion_hit_rates, headline, held_out_bits, seed_check
 from training.data.words import WordCorpus, load_corpus, split_words
-from training.engine import OPTIMIZERS, SCHEDULERS, EarlyStopping, build_optimizer, build_schedule, fit
-from training.plots import plot_learning_curves
-from training.runtime import DEVICE_CHOICES, seed_everything, select_device
+from training.cli import run_cli, run_dir
+from training.engine import (OPTIMIZERS, SCHEDULERS, EarlyStopping, FitResult, batch_count, build_optimizer,
+                             build_schedule, fit)
+from training.runtime import start_run
 
 log = logging.getLogger("training.char_rnn")
 TASK = "rnn"
@@ -137,13 +137,10 @@ def training_order(train: list[int], weights: Tensor, samples: int, generator: t
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, measure beside the baselines, write artifacts, register. Returns a summary dict."""
-    started = time.perf_counter()
-    commit = git_commit(Path(__file__).resolve().parent)
     args = resolve_recipe(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start = start_run(args.seed, args.threads)
+    generator = start.generator
     device = select_device(args.device)
-    generator = seed_everything(args.seed)
     corpus = load_corpus(args.corpus, args.words)
     words = [w for w in corpus.words if len(w) <= args.max_length][: args.limit or None]
     weights = [f for w, f in zip(corpus.words, corpus.weights) if len(w) <= args.max_length][: args.limit or None]
@@ -152,15 +149,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dev = split.dev or split.train  # the seed toy has no words to spare: it is checked on what it learned
     word_lengths = [len(w) for w in words]
     train_weights = torch.tensor([weights[i] for i in split.train], dtype=torch.float64) ** args.frequency_power
-    out_dir = args.out_dir or Path("runs") / "char_rnn" / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = run_dir(args.out_dir, "char_rnn")
 
     arch_args = {"vocab_size": codec.vocab_size, "embedding_dim": args.embedding_dim, "hidden_size": args.hidden_size,
                  "num_layers": args.num_layers, "cell": args.cell, "dropout": args.dropout, "pad_index": codec.pad}
     network = build_network("char-rnn", **arch_args)
     model = NextCharLoss(network, codec.pad).to(device)
     samples = args.samples_per_epoch or len(split.train)
-    steps = (samples + args.batch_size - 1) // args.batch_size
+    steps = batch_count(samples, args.batch_size)
     optimizer = build_optimizer(args.optimizer, model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     schedule = build_schedule(args.scheduler, optimizer, epochs=args.epochs, steps_per_epoch=steps, max_lr=args.lr)
     log.info("%s %dx%d: %d parameters; %s: %d train / %d dev / %d test words; alphabet %r; device %s", args.cell,
@@ -182,16 +178,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 seed=args.seed, max_length=args.max_length)
     bits = held_out_bits(network, codec, train_words, [words[i] for i in split.test])
     checks = seed_check(network, codec)
-    wall = time.perf_counter() - started
+    wall = start.elapsed()
     metrics = {**headline(hits, bits), "hit_rate": hits, "bits_per_char": bits, "seed_check": checks,
                "best_dev_loss_nats_per_char": round(min(r["dev_loss"] for r in result.history), 6)}
     print(json.dumps({"hit_rate": hits, "bits_per_char": bits, "seed_check": checks}, indent=2))
+    title = (f"char-rnn {args.cell} {args.num_layers}x{args.hidden_size}, {args.corpus}, seed {args.seed} "
+             "(accuracy: next character)")
+    artifacts = write_run_artifacts(out_dir, result.history, title=title)
     summary = {**headline(hits, bits), "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 1),
                "wall_seconds": round(wall, 1), "out_dir": str(out_dir), "version": None}
     if args.register:
-        manifest = build_manifest(args, arch_args, codec, corpus, words, split, metrics, result, wall, device, commit)
+        manifest = build_manifest(args, arch_args, codec, corpus, words, split, metrics, result, wall, device,
+                                  start.commit)
         registry = ModelRegistry(args.store)
-        summary["version"] = registry.register(TASK, network.cpu(), manifest, artifacts=write_artifacts(out_dir, result.history, args))
+        summary["version"] = registry.register(TASK, network.cpu(), manifest, artifacts=artifacts)
         aliases = [a for a in (args.alias, "production" if args.promote else None) if a]
         for alias in aliases:
             registry.promote(TASK, summary["version"], alias)
@@ -200,30 +200,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def write_artifacts(out_dir: Path, history: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Path]:
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-    with open(out_dir / "history.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    title = f"char-rnn {args.cell} {args.num_layers}x{args.hidden_size}, {args.corpus}, seed {args.seed} (accuracy: next character)"
-    curves = plot_learning_curves(history, out_dir / "learning_curves.png", title=title)
-    return {"learning_curves.png": curves, "history.json": out_dir / "history.json", "history.csv": out_dir / "history.csv"}
-
-
 def build_manifest(args: argparse.Namespace, arch_args: dict[str, Any], codec: CharCodec, corpus: WordCorpus,
-                   words: list[str], split: Any, metrics: dict[str, Any], result: Any, wall: float,
+                   words: list[str], split: Any, metrics: dict[str, Any], result: FitResult, wall: float,
                    device: torch.device, commit: str | None) -> dict[str, Any]:
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    """The descriptive manifest fields of a trained completion model (the registry fills in the rest)."""
     return {
+        "kind": "text-completion",
         "architecture": {"name": "char-rnn", "args": arch_args},
         "labels": codec.tokens,
         "preprocessing": codec.preset,
         "metrics": metrics,
-        "training": {"config": config, "seed": args.seed, "epochs_run": result.epochs_run,
-                     "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-                     "train_seconds": round(result.seconds, 1), "wall_seconds": round(wall, 1), "device": str(device),
-                     "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "training": training_record(args, device=device, wall_seconds=wall, result=result),
         "lineage": {"corpus": {"name": corpus.name, "source": corpus.source, "words": len(corpus.words),
                                "sha256": corpus.sha256, "format": "word<TAB>weight lines, %.6g, in corpus order"},
                     "words_used": len(words), "split": {"train": len(split.train), "dev": len(split.dev),
@@ -233,14 +220,8 @@ def build_manifest(args: argparse.Namespace, arch_args: dict[str, Any], codec: C
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 2
-    return 0
+    """The command line; the exit status is `training.cli.run_cli`'s (0, or 2 with the error on stderr)."""
+    return run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -16,28 +16,30 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from models.networks import build_network
-from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry, RegistryError, load_model
-from models.registry.manifest import git_commit
-from training.components_data import (DEFAULT_DATA_DIR, Split, augmentation, class_names, extract, feature_extractor,
+from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry
+from models.runtime import load_model
+from training.artifacts import training_record, write_run_artifacts
+from training.cli import run_cli, run_dir
+from training.components_data import (DEFAULT_DATA_DIR, augmentation, class_names, extract, feature_extractor,
                                       file_hashes, last_linear, load_split)
 from training.components_finetune import fine_tune, tail_parameters, load_working_copies, serving_tensor
-from training.engine import OPTIMIZERS, build_optimizer
-from training.imagenet_sources import WeightsUnavailableError, pretrained
+from training.engine import (OPTIMIZERS, EarlyStopping, Schedule, batch_count, build_optimizer, fit,
+                             tensor_batches)
+from training.imagenet_sources import pretrained
 from training.metrics import classification_report, confusion_matrix, format_report
-from training.plots import plot_confusion_matrix, plot_learning_curves
-from training.runtime import seed_everything
+from training.runtime import start_run
 
 log = logging.getLogger("training.components")
 TASK = "components"
+# How the service offers it: the best three of the ten classes by default; small batches, two at a time.
+SERVING = {"default_top_k": 3, "max_top_k": 10, "max_batch_size": 4, "concurrency": 2}
 # Defaults of every knob left unset on the command line. Stage 1 trains the head on cached features
 # (views, optimizer, lr, weight_decay, label_smoothing, epochs, patience); stage 2 (unfreeze > 0)
 # fine-tunes the head and the last `unfreeze` blocks on fresh augmentation.
@@ -102,41 +104,26 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
 
 def train_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                num_classes: int, args: argparse.Namespace, generator: torch.Generator) -> tuple[nn.Linear, list[dict]]:
-    """A linear head on cached features (views x N x D for training); best validation-loss weights kept."""
-    lr, epochs, patience = args.lr, args.epochs, args.patience
+    """A linear head on cached features (views x N x D for training), trained by `training.engine.fit`: the
+    views in a fresh order each epoch, no LR schedule, validation as the dev set in one batch. With
+    `args.patience` the best validation-loss weights are kept, else the last epoch's. Returns the head
+    (eval mode) and its history rows (stage "head")."""
     head = nn.Linear(train_x.shape[-1], num_classes)
-    optimizer = build_optimizer(args.optimizer, head.parameters(), lr=lr, weight_decay=args.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    optimizer = build_optimizer(args.optimizer, head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     xs, ys = train_x.reshape(-1, train_x.shape[-1]), train_y.repeat(train_x.shape[0])
-    history, best, best_loss, bad = [], None, float("inf"), 0
-    for epoch in tqdm(range(1, epochs + 1), desc="head", disable=not args.progress, leave=False):
-        head.train()
-        order = torch.randperm(len(xs), generator=generator)
-        total, correct = 0.0, 0
-        for start in range(0, len(xs), args.batch_size):
-            index = order[start : start + args.batch_size]
-            logits = head(xs[index])
-            loss = loss_fn(logits, ys[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(index)
-            correct += int((logits.argmax(1) == ys[index]).sum())
-        head.eval()
-        with torch.no_grad():
-            val_logits = head(val_x)
-            val_loss = float(nn.functional.cross_entropy(val_logits, val_y))
-        history.append({"stage": "head", "epoch": epoch, "train_loss": round(total / len(xs), 6), "train_accuracy": round(correct / len(xs), 6),
-                        "dev_loss": round(val_loss, 6), "dev_accuracy": round(float((val_logits.argmax(1) == val_y).float().mean()), 6)})
-        if val_loss < best_loss - 1e-4:
-            best_loss, bad, best = val_loss, 0, {k: v.clone() for k, v in head.state_dict().items()}
-        else:
-            bad += 1
-        if patience and bad >= patience:
-            break
-    if patience and best is not None:
-        head.load_state_dict(best)
-    return head.eval(), history
+    result = fit(head, train_batches=lambda: tensor_batches(xs, ys, args.batch_size, generator=generator),
+                 dev_batches=lambda: [(val_x, val_y)], steps_per_epoch=batch_count(len(ys), args.batch_size),
+                 optimizer=optimizer, schedule=Schedule(None, per_batch=False), epochs=args.epochs,
+                 device=torch.device("cpu"),
+                 early_stopping=EarlyStopping(args.patience, min_delta=1e-4, restore_best=args.patience > 0),
+                 train_loss=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), progress=args.progress,
+                 epoch_log_level=logging.DEBUG)
+    return head.eval(), staged(result.history, "head")
+
+
+def staged(history: list[dict[str, Any]], stage: str, first_epoch: int = 1) -> list[dict[str, Any]]:
+    """`history` rows marked with their `stage`, renumbered to run on from `first_epoch`."""
+    return [{"stage": stage, **row, "epoch": first_epoch + i} for i, row in enumerate(history)]
 
 
 def topk_errors(probabilities: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -176,13 +163,10 @@ def assemble(source: Any, head_name: str, head: nn.Linear, num_classes: int) -> 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Extract features, train the head, evaluate on validation, write artifacts, register."""
-    started = time.perf_counter()
-    commit = git_commit(Path(__file__).resolve().parent)
+    """Extract features, train the head (then fine-tune), evaluate on validation, write artifacts, register."""
     resolve_recipe(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    generator = seed_everything(args.seed)
+    start = start_run(args.seed, args.threads)
+    generator = start.generator
     labels = class_names(args.data_dir)
     train = load_split(args.data_dir, "train", labels, args.limit)
     validation = load_split(args.data_dir, "validation", labels, args.limit)
@@ -197,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       progress=args.progress, desc="train")
     val_x = extract(extractor, validation.paths, preset, progress=args.progress, desc="validation")[0]
     train_y, val_y = torch.tensor(train.targets), torch.tensor(validation.targets)
-    extract_seconds = time.perf_counter() - started
+    extract_seconds = start.elapsed()
     head, history = train_head(train_x, train_y, val_x, val_y, len(labels), args, generator)
     network, architecture = assemble(source, head_name, head, len(labels))
     val_images = serving_tensor(validation.paths, preset)
@@ -206,7 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result, finetuned = fine_tune(network, head_name, train_images=load_working_copies(train.paths, preset),
                                       train_targets=train.targets, val_x=val_images, val_y=val_y, preset=preset,
                                       transform=augmentation(preset), args=args, generator=generator)
-        history += [{**row, "stage": "finetune", "epoch": len(history) + row["epoch"]} for row in result.history]
+        history += staged(result.history, "finetune", len(history) + 1)
     with torch.inference_mode():
         probabilities = torch.softmax(network.eval()(val_images), 1)
     matrix = confusion_matrix(val_y, probabilities.argmax(1), len(labels))
@@ -220,63 +204,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"unknown below confidence {threshold}")
     for row in missed:
         print(f"  missed {row['photo']}: {row['top3']}")
-    wall = time.perf_counter() - started
-    out_dir = args.out_dir or Path("runs") / "components" / time.strftime("%Y%m%d-%H%M%S")
-    artifacts = write_artifacts(out_dir, history, matrix, labels, args)
+    wall = start.elapsed()
+    artifacts = write_run_artifacts(run_dir(args.out_dir, "components"), history, matrix=matrix, labels=labels,
+                                    title=f"{args.backbone} {args.recipe} seed {args.seed} (dev = validation)",
+                                    matrix_title="validation")
     summary = {**errors, "validation_photos": len(validation.paths), "epochs_run": len(history),
                "extract_seconds": round(extract_seconds, 1), "wall_seconds": round(wall, 1), "version": None,
                "unknown_threshold": threshold}
     if args.register:
+        metrics = {"validation_top1_error": errors["top1_error"], "validation_top3_error": errors["top3_error"],
+                   "validation_loss": errors["loss"], "validation_accuracy": report["accuracy"], "report": report,
+                   "confusion_matrix": matrix.tolist(), "misclassified": missed, "unknown_threshold": threshold,
+                   "unknown_quantile": args.unknown_quantile}
         manifest = {
-            "architecture": architecture, "labels": labels, "preprocessing": preset,
-            "inference": {"fold_batchnorm": True, "channels_last": True},
-            "unknown_threshold": threshold,
-            "metrics": {"validation_top1_error": errors["top1_error"], "validation_top3_error": errors["top3_error"],
-                        "validation_loss": errors["loss"],
-                        "validation_accuracy": report["accuracy"], "report": report,
-                        "confusion_matrix": matrix.tolist(), "misclassified": missed,
-                        "unknown_threshold": threshold, "unknown_quantile": args.unknown_quantile},
-            "training": {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                         "recipe": args.recipe, "seed": args.seed, "epochs_run": len(history),
-                         "finetuned_parameters": finetuned,
-                         "wall_seconds": round(wall, 1), "device": "cpu", "torch": torch.__version__,
-                         "threads": torch.get_num_threads()},
+            "kind": "image-classification", "architecture": architecture, "labels": labels, "preprocessing": preset,
+            "inference": {"fold_batchnorm": True, "channels_last": True}, "serving": SERVING,
+            "unknown_threshold": threshold, "metrics": metrics,
+            "training": training_record(args, device="cpu", wall_seconds=wall, recipe=args.recipe,
+                                        epochs_run=len(history), finetuned_parameters=finetuned),
             "lineage": {"dataset": "components", "files": file_hashes(train, validation, root=args.data_dir),
-                        "backbone": {"name": args.backbone, **source.source}, "code_commit": commit},
+                        "backbone": {"name": args.backbone, **source.source}, "code_commit": start.commit},
         }
         registry = ModelRegistry(args.store)
-        version = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{args.backbone}-s{args.seed}"
-        summary["version"] = registry.register(TASK, network, manifest, artifacts=artifacts, version=version,
-                                               base_weights=source.base_weights)
+        summary["version"] = registry.register(TASK, network, manifest, artifacts=artifacts,
+                                               label=f"{args.backbone}-s{args.seed}", base_weights=source.base_weights)
         if args.promote:
             registry.promote(TASK, summary["version"])
     print(json.dumps(summary))
     return summary
 
 
-def write_artifacts(out_dir: Path, history: list[dict[str, Any]], matrix: torch.Tensor, labels: list[str],
-                    args: argparse.Namespace) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-    curves = plot_learning_curves(history, out_dir / "learning_curves.png",
-                                  title=f"{args.backbone} {args.recipe} seed {args.seed} (dev = validation)")
-    confusion = plot_confusion_matrix(matrix, labels, out_dir / "confusion_matrix.png", title="validation")
-    return {"learning_curves.png": curves, "confusion_matrix.png": confusion, "history.json": out_dir / "history.json"}
-
-
 def evaluate_dir(args: argparse.Namespace) -> dict[str, Any]:
-    """Top-1/top-3 error of a registered version on DIR/<class>/*.jpg (classes = the model's labels)."""
+    """Top-1/top-3 error of a registered version on DIR/<class>/*.jpg (classes = the model's labels), each
+    photo scored alone as the service would."""
     model = load_model(ModelRegistry(args.store), TASK, args.version, torch.device("cpu"))
     split = load_split(args.eval_dir, ".", model.labels)
     if not split.paths:
         raise FileNotFoundError(f"no photos in {args.eval_dir}/<class>/ for classes {', '.join(model.labels)}")
-    from models.preprocessing import image_to_array, to_tensor
-
-    rows = [model.predict_proba(to_tensor([image_to_array(p.read_bytes(), model.preprocessing, max_pixels=100_000_000)],
-                                          model.preprocessing))[0] for p in split.paths]
+    rows = [model.predict_proba(serving_tensor([path], model.preprocessing))[0] for path in split.paths]
     probabilities, targets = torch.stack(rows), torch.tensor(split.targets)
     errors = topk_errors(probabilities, targets)
-    threshold = model.manifest.get("unknown_threshold", 0.0)
+    threshold = model.manifest.unknown_threshold or 0.0
     result = {"version": model.version, "photos": len(split.paths), **errors,
               "flagged_unknown": int((probabilities.max(1).values < threshold).sum()),
               "misclassified": misclassified(split.paths, probabilities, targets, model.labels, args.eval_dir)}
@@ -285,14 +253,8 @@ def evaluate_dir(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        evaluate_dir(args) if args.eval_dir else run(args)
-    except (WeightsUnavailableError, RegistryError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    """The command line; the exit status is `training.cli.run_cli`'s (0, or 2 with the error on stderr)."""
+    return run_cli(build_parser(), lambda args: evaluate_dir(args) if args.eval_dir else run(args), argv)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from models.imaging import load_oriented, open_image
+from models.imaging import TRUSTED_MAX_PIXELS, load_oriented, open_image
 from models.optimize import inference_module
+from models.paths import data_dir
 from models.preprocessing import image_to_array, to_tensor
 from models.registry.manifest import sha256_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "components"
+DEFAULT_DATA_DIR = data_dir("components")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def extract(extractor: nn.Module, paths: list[Path], preset: dict[str, Any], *, 
                           leave=False):
             chunk = paths[start : start + batch_size]
             if view == 0:
-                arrays = [image_to_array(p.read_bytes(), preset, max_pixels=100_000_000) for p in chunk]
+                arrays = [image_to_array(p.read_bytes(), preset, max_pixels=TRUSTED_MAX_PIXELS) for p in chunk]
             else:
                 arrays = [augmented_array(working_copy(p, preset), transform) for p in chunk]
             rows.append(extractor(to_tensor(arrays, preset)).float())

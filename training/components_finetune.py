@@ -18,9 +18,11 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from models.imaging import TRUSTED_MAX_PIXELS
 from models.preprocessing import image_to_array, to_tensor
 from training.components_data import augmented_array, working_copy
-from training.engine import EarlyStopping, FitResult, build_optimizer, build_schedule, fit
+from training.engine import (EarlyStopping, FitResult, batch_count, build_optimizer, build_schedule, fit,
+                             tensor_batches)
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
@@ -100,7 +102,7 @@ def augmented_batches(images: list[Image.Image], targets: list[int], preset: dic
 
 def serving_tensor(paths: list[Path], preset: dict[str, Any]) -> torch.Tensor:
     """The photos exactly as the service sees them (the preset's decode, resize and crop)."""
-    return to_tensor([image_to_array(p.read_bytes(), preset, max_pixels=100_000_000) for p in paths], preset)
+    return to_tensor([image_to_array(p.read_bytes(), preset, max_pixels=TRUSTED_MAX_PIXELS) for p in paths], preset)
 
 
 def fine_tune(network: nn.Module, head_name: str, *, train_images: list[Image.Image], train_targets: list[int],
@@ -112,14 +114,13 @@ def fine_tune(network: nn.Module, head_name: str, *, train_images: list[Image.Im
     model = FrozenStatistics(network)
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = build_optimizer("adamw", params, lr=args.finetune_lr, weight_decay=args.finetune_weight_decay)
-    steps = -(-len(train_images) // args.batch_size)
+    steps = batch_count(len(train_images), args.batch_size)
     schedule = build_schedule("cosine", optimizer, epochs=args.finetune_epochs, steps_per_epoch=steps,
                               max_lr=args.finetune_lr)
-    val_batches = [(val_x[i : i + args.batch_size], val_y[i : i + args.batch_size])
-                   for i in range(0, len(val_y), args.batch_size)]
     result = fit(model, train_batches=lambda: augmented_batches(train_images, train_targets, preset, transform,
                                                                 args.batch_size, generator),
-                 dev_batches=lambda: val_batches, steps_per_epoch=steps, optimizer=optimizer, schedule=schedule,
+                 dev_batches=lambda: tensor_batches(val_x, val_y, args.batch_size), steps_per_epoch=steps,
+                 optimizer=optimizer, schedule=schedule,
                  epochs=args.finetune_epochs, device=torch.device("cpu"),
                  early_stopping=EarlyStopping(patience=args.finetune_patience, min_delta=1e-4),
                  train_loss=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), progress=args.progress,

@@ -1,7 +1,7 @@
 """The training engine: `train_one_epoch`, `evaluate`, `fit` with early stopping and checkpoints.
 
-Batches come from callables so each trainer decides how data is read and augmented;
-the loop itself reads top to bottom.
+Batches come from callables so each trainer decides how data is read and augmented
+(`tensor_batches` serves tensors already in memory); the loop itself reads top to bottom.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,25 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 BatchFactory = Callable[[], Iterable[Batch]]
 SCHEDULERS = ("plateau", "onecycle", "cosine", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def batch_count(items: int, batch_size: int) -> int:
+    """Batches of at most `batch_size` that `items` items make (the last one may be short)."""
+    return -(-items // batch_size)
+
+
+def tensor_batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, *,
+                   generator: torch.Generator | None = None) -> Iterator[Batch]:
+    """(inputs, targets) in slices of `batch_size`: in order, or in a fresh `torch.randperm` order drawn
+    from `generator` on each call when one is given."""
+    if generator is None:
+        for start in range(0, len(targets), batch_size):
+            yield inputs[start : start + batch_size], targets[start : start + batch_size]
+        return
+    order = torch.randperm(len(targets), generator=generator)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        yield inputs[index], targets[index]
 
 
 def build_optimizer(name: str, params: Iterable[nn.Parameter], *, lr: float, weight_decay: float,
@@ -75,10 +94,14 @@ def build_schedule(name: str, optimizer: torch.optim.Optimizer, *, epochs: int, 
 
 @dataclass
 class EarlyStopping:
-    """Stop when the dev loss has not improved by `min_delta` for `patience` epochs; keeps the best weights."""
+    """Stop when the dev loss has not improved by `min_delta` for `patience` epochs (0: never stop early).
+
+    The best weights are kept; `fit` ends with them unless `restore_best` is False (then with the last epoch's).
+    """
 
     patience: int
     min_delta: float = 0.0
+    restore_best: bool = True
     best_loss: float = math.inf
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
@@ -150,8 +173,9 @@ def fit(model: nn.Module, *, train_batches: BatchFactory, dev_batches: BatchFact
         optimizer: torch.optim.Optimizer, schedule: Schedule, epochs: int, device: torch.device,
         early_stopping: EarlyStopping, train_loss: nn.Module, progress: bool = True,
         checkpoint: Path | None = None, resume_from: dict[str, Any] | None = None,
-        generator: torch.Generator | None = None) -> FitResult:
-    """Train for up to `epochs`, evaluate on dev after each, stop early, restore the best dev weights.
+        generator: torch.Generator | None = None, epoch_log_level: int = logging.INFO) -> FitResult:
+    """Train for up to `epochs`, evaluate on dev after each, stop early, restore the best dev weights
+    (see `EarlyStopping`). Each epoch's row is logged at `epoch_log_level`.
 
     With `checkpoint`, the full state is saved after every epoch; `resume_from` (a loaded
     checkpoint) continues from where it stopped; `generator` (data order, augmentation) is
@@ -178,8 +202,8 @@ def fit(model: nn.Module, *, train_batches: BatchFactory, dev_batches: BatchFact
             "seconds": round(time.perf_counter() - epoch_start, 2),
         }
         result.history.append(row)
-        log.info("epoch %d: train loss %.4f acc %.4f | dev loss %.4f acc %.4f | %.1fs", epoch,
-                 row["train_loss"], row["train_accuracy"], row["dev_loss"], row["dev_accuracy"], row["seconds"])
+        log.log(epoch_log_level, "epoch %d: train loss %.4f acc %.4f | dev loss %.4f acc %.4f | %.1fs", epoch,
+                row["train_loss"], row["train_accuracy"], row["dev_loss"], row["dev_accuracy"], row["seconds"])
         result.epochs_run = epoch
         stop = early_stopping.update(epoch, dev["loss"], model)
         result.seconds = time.perf_counter() - started
@@ -189,7 +213,7 @@ def fit(model: nn.Module, *, train_batches: BatchFactory, dev_batches: BatchFact
             log.info("early stop at epoch %d: no dev-loss gain for %d epochs", epoch, early_stopping.patience)
             result.stopped_early = True
             break
-    if early_stopping.best_state is not None:
+    if early_stopping.restore_best and early_stopping.best_state is not None:
         model.load_state_dict(early_stopping.best_state)
     result.best_epoch = early_stopping.best_epoch
     result.seconds = time.perf_counter() - started

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,20 @@ import torch
 
 from models.networks import count_parameters
 from models.optimize import inference_module
-from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, LoadedModel, ModelRegistry, RegistryError, load_model
+from models.paths import REPO_ROOT, data_dir
+from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry
 from models.registry.manifest import git_commit, sha256_file
+from models.runtime import load_model
+from training.cli import portable_path, run_cli, run_config
 from training.imagenet_eval import (collect_photos, classify_photos, error_rates, format_misses, format_table,
                                     unknown_labels)
-from training.imagenet_sources import OFFLINE_ENV, Pretrained, WeightsUnavailableError, available_archs, pretrained
+from training.imagenet_sources import OFFLINE_ENV, Pretrained, available_archs, pretrained
 
-log = logging.getLogger("training.imagenet")
 TASK = "imagenet"
-REPO = Path(__file__).resolve().parents[1]
-LABELS_FILE = REPO / "models" / "labels" / "imagenet_classes.txt"
-SAMPLES_DIR = REPO.parent / "shared" / "data" / "imagenet-samples"
+LABELS_FILE = REPO_ROOT / "models" / "labels" / "imagenet_classes.txt"
+SAMPLES_DIR = data_dir("imagenet-samples")
+# How the service offers it: the best five of 1000 classes by default, twenty at most; small batches, two at a time.
+SERVING = {"default_top_k": 5, "max_top_k": 20, "max_batch_size": 4, "concurrency": 2}
 
 
 def imagenet_labels() -> list[str]:
@@ -72,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_manifest(source: Pretrained, args: argparse.Namespace, samples: dict[str, Any] | None,
                    commit: str | None) -> dict[str, Any]:
-    """The descriptive manifest fields of a pretrained ImageNet classifier (registry fills in the rest)."""
+    """The descriptive manifest fields of a pretrained ImageNet classifier (registry fills in the rest).
+
+    With `samples` (`score_samples`), the metrics hold them nested, flat as `samples_top1_error_strict` etc.,
+    and as the headline `top1_error` / `top5_error`: the strict rule's errors on the photos scored.
+    """
     metrics: dict[str, Any] = {
         "published_top1_accuracy": source.published.get("top1_accuracy"),
         "published_top5_accuracy": source.published.get("top5_accuracy"),
@@ -81,13 +88,16 @@ def build_manifest(source: Pretrained, args: argparse.Namespace, samples: dict[s
     if samples:
         metrics["samples"] = samples
         metrics.update({f"samples_{k}": v for k, v in samples.items() if k.startswith("top")})
+        metrics.update(top1_error=samples["top1_error_strict"], top5_error=samples["top5_error_strict"])
     return {
+        "kind": "image-classification",
         "architecture": source.architecture,
         "labels": imagenet_labels(),
         "preprocessing": source.preprocessing,
         "inference": {"fold_batchnorm": args.fold_batchnorm, "channels_last": args.channels_last},
         "metrics": metrics,
-        "training": {"config": {k: _portable(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "serving": SERVING,
+        "training": {"config": run_config(args),
                      "note": "pretrained on ImageNet-1k by its publisher; registered as published, not trained here",
                      "torch": torch.__version__},
         "lineage": {"source": source.source, "code_commit": commit, "labels_sha256": sha256_file(LABELS_FILE)},
@@ -99,20 +109,22 @@ def score_samples(source: Pretrained, args: argparse.Namespace) -> dict[str, Any
     if not args.samples or not args.samples.is_dir():
         return None
     options = {"fold_batchnorm": args.fold_batchnorm, "channels_last": args.channels_last}
-    model = LoadedModel(task=TASK, version="unregistered", manifest={"preprocessing": source.preprocessing},
-                        network=source.network, device=torch.device("cpu"), labels=imagenet_labels(),
-                        runner=inference_module(source.network, options))
-    summary = error_rates(classify_photos(model, collect_photos(args.samples)), model.labels)
+    model = Unregistered(inference_module(source.network, options), source.preprocessing)
+    summary = error_rates(classify_photos(model, collect_photos(args.samples)), imagenet_labels())
     # Latency depends on the machine and its load: bench.imagenet measures it; the manifest keeps errors only.
-    return {**{k: v for k, v in summary.items() if not k.startswith("ms_")}, "images": _portable(args.samples)}
+    return {**{k: v for k, v in summary.items() if not k.startswith("ms_")}, "images": portable_path(args.samples)}
 
 
-def _portable(path: Path) -> str:
-    """`path` relative to the repository's parent when inside it (so manifests do not record a home folder)."""
-    try:
-        return str(path.resolve().relative_to(REPO.parent))
-    except ValueError:
-        return str(path)
+@dataclass(frozen=True)
+class Unregistered:
+    """A network about to be registered, served on CPU as its version will be (`classify_photos` scores it)."""
+
+    runner: Callable[[torch.Tensor], torch.Tensor]
+    preprocessing: dict[str, Any]
+
+    @torch.inference_mode()
+    def predict_proba(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.runner(batch).float(), dim=1)
 
 
 def add(args: argparse.Namespace) -> str:
@@ -121,8 +133,8 @@ def add(args: argparse.Namespace) -> str:
     source = pretrained(args.arch, allow_download=False if args.offline else None)
     registry = ModelRegistry(args.store)
     manifest = build_manifest(source, args, score_samples(source, args), commit)
-    version = args.version or f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{args.arch}"
-    version = registry.register(TASK, source.network, manifest, version=version, base_weights=source.base_weights)
+    version = registry.register(TASK, source.network, manifest, version=args.version, label=args.arch,
+                                base_weights=source.base_weights)
     print(f"registered {TASK}/{version}: {args.arch}, {count_parameters(source.network):,} parameters, "
           f"input {source.preprocessing['size'][0]} px, weights sha256 {source.source['sha256'][:16]}...")
     if args.promote:
@@ -145,11 +157,11 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"warning: no ImageNet class starts with {', '.join(unknown)} (misnamed photos?)", file=sys.stderr)
         results = classify_photos(model, photos)
         summary = error_rates(results, model.labels)
-        arch = model.manifest["architecture"]
-        arch_name = arch["args"].get("model") or arch["args"].get("variant") or arch["name"]
+        arch = model.manifest.architecture
+        arch_name = arch.args.get("model") or arch.args.get("variant") or arch.name
         rows.append((model.version, str(arch_name), summary))
         print(f"\n{model.version}: misses under the report rule (top-5 shown)\n{format_misses(results, model.labels)}")
-        report.append({"version": model.version, "architecture": arch_name, "parameters": model.manifest["parameters"],
+        report.append({"version": model.version, "architecture": arch_name, "parameters": model.manifest.parameters,
                        **summary})
     print(f"\n{len(photos)} photos in {args.images}\n{format_table(rows)}")
     if args.json:
@@ -158,22 +170,19 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     return report
 
 
+def dispatch(args: argparse.Namespace) -> None:
+    """Run the subcommand `args.command` names."""
+    if args.command == "list":
+        print("\n".join(available_archs()))
+    elif args.command == "add":
+        add(args)
+    else:
+        evaluate(args)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    started = time.perf_counter()
-    try:
-        if args.command == "list":
-            print("\n".join(available_archs()))
-        elif args.command == "add":
-            add(args)
-        else:
-            evaluate(args)
-    except (WeightsUnavailableError, RegistryError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    log.debug("done in %.1f s", time.perf_counter() - started)
-    return 0
+    """The command line; the exit status is `training.cli.run_cli`'s (0, or 2 with the error on stderr)."""
+    return run_cli(build_parser(), dispatch, argv)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,25 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import torch
 
 from models.imaging import DEFAULT_MAX_PIXELS
 from models.preprocessing import image_to_array, to_tensor
-from models.registry import LoadedModel
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 RULES = ("report", "strict")
 _COPY_SUFFIX = re.compile(r"(?:[_\-\s]*\(?\d+\)?)$")
+
+
+class Classifier(Protocol):
+    """What `classify_photos` scores: a `models.runtime.LoadedModel`, or a network not registered yet."""
+
+    @property
+    def preprocessing(self) -> dict[str, Any]: ...
+
+    def predict_proba(self, batch: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ def unknown_labels(photos: list[LabelledPhoto], classes: list[str]) -> list[str]
     return sorted({p.label for p in photos if not any(matches(c, p.label, "report") for c in classes)})
 
 
-def classify_photos(model: LoadedModel, photos: list[LabelledPhoto], *, k: int = 5, warmup: int = 2) -> list[PhotoResult]:
+def classify_photos(model: Classifier, photos: list[LabelledPhoto], *, k: int = 5,
+                    warmup: int = 2) -> list[PhotoResult]:
     """Each photo alone (batch of one, as a client would send it), timed from bytes to top-k."""
     preset = model.preprocessing
     for photo in photos[:warmup]:  # first calls pay one-off allocation costs

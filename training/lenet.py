@@ -7,31 +7,33 @@ were chosen by `bench` runs recorded in the README; `--help` lists every knob.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from models.devices import DEVICE_CHOICES, select_device
 from models.networks import DIGIT_ARCHITECTURES, build_network, count_parameters
 from models.preprocessing import MNIST_MEAN, MNIST_STD, digit_preset
 from models.registry import DEFAULT_ROOT, ModelRegistry
-from models.registry.manifest import git_commit
+from training.artifacts import training_record, write_run_artifacts
 from training.augment import AffineRanges, random_affine
+from training.cli import run_cli, run_dir
 from training.data.mnist import MnistArrays, default_data_dir, load_mnist, split_train_dev
-from training.engine import (OPTIMIZERS, SCHEDULERS, EarlyStopping, build_optimizer, build_schedule,
-                             evaluate, fit, load_checkpoint)
+from training.engine import (OPTIMIZERS, SCHEDULERS, EarlyStopping, FitResult, batch_count, build_optimizer,
+                             build_schedule, evaluate, fit, load_checkpoint)
 from training.metrics import classification_report, confusion_matrix, format_report
-from training.plots import plot_confusion_matrix, plot_learning_curves
-from training.runtime import DEVICE_CHOICES, seed_everything, select_device
+from training.runtime import start_run
 
 log = logging.getLogger("training.lenet")
+TASK = "digits"
 LABELS = [str(d) for d in range(10)]
+# How the service offers the digits: the best three by default, all ten at most.
+SERVING = {"default_top_k": 3, "max_top_k": 10}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,24 +96,20 @@ def batches(data: MnistArrays, indices: torch.Tensor, batch_size: int, *, genera
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, evaluate on the test set, write plots/history, register. Returns a summary dict."""
-    started = time.perf_counter()
-    commit = git_commit(Path(__file__).resolve().parent)  # the code as it was when the run began
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start = start_run(args.seed, args.threads)
+    generator = start.generator
     device = select_device(args.device)
-    generator = seed_everything(args.seed)
     data = load_mnist(args.data_dir)
     train_idx, dev_idx = split_train_dev(data["train"], args.dev_fraction, generator)
     test_idx = torch.arange(len(data["test"].labels))
     if args.limit:
         train_idx, dev_idx, test_idx = train_idx[: args.limit], dev_idx[: args.limit], test_idx[: args.limit]
-    out_dir = args.out_dir or Path("runs") / "lenet" / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = run_dir(args.out_dir, "lenet")
 
     model = build_network(args.arch).to(device)
     optimizer = build_optimizer(args.optimizer, model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                 momentum=args.momentum, nesterov=args.nesterov)
-    steps = (len(train_idx) + args.batch_size - 1) // args.batch_size
+    steps = batch_count(len(train_idx), args.batch_size)
     schedule = build_schedule(args.scheduler, optimizer, epochs=args.epochs, steps_per_epoch=steps, max_lr=args.lr,
                               patience=args.plateau_patience, factor=args.plateau_factor)
     augment = AffineRanges(args.rotation, args.translate, args.scale, args.shear) if args.augment else None
@@ -131,42 +129,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     matrix = confusion_matrix(test["targets"], test["logits"].argmax(1), len(LABELS))
     report = classification_report(matrix, LABELS)
     print(format_report(report))
-    wall = time.perf_counter() - started
-    artifacts = write_artifacts(out_dir, result.history, matrix, args)
+    wall = start.elapsed()
+    artifacts = write_run_artifacts(out_dir, result.history, title=f"{args.arch} seed {args.seed}", matrix=matrix,
+                                    labels=LABELS, matrix_title="MNIST test")
     summary = {
         "test_accuracy": report["accuracy"], "test_loss": round(test["loss"], 6), "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 1), "wall_seconds": round(wall, 1),
         "out_dir": str(out_dir), "version": None,
     }
     if args.register:
-        manifest = build_manifest(args, report, matrix, result, data, wall, device, commit)
+        manifest = build_manifest(args, report, matrix, result, data, wall, device, start.commit)
         registry = ModelRegistry(args.store)
-        summary["version"] = registry.register("digits", model.cpu(), manifest, artifacts=artifacts)
+        summary["version"] = registry.register(TASK, model.cpu(), manifest, artifacts=artifacts)
         if args.promote:
-            registry.promote("digits", summary["version"])
-        log.info("registered digits/%s%s", summary["version"], " (production)" if args.promote else "")
+            registry.promote(TASK, summary["version"])
+        log.info("registered %s/%s%s", TASK, summary["version"], " (production)" if args.promote else "")
     print(json.dumps(summary))
     return summary
 
 
-def write_artifacts(out_dir: Path, history: list[dict[str, Any]], matrix: torch.Tensor,
-                    args: argparse.Namespace) -> dict[str, Path]:
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-    with open(out_dir / "history.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    curves = plot_learning_curves(history, out_dir / "learning_curves.png", title=f"{args.arch} seed {args.seed}")
-    confusion = plot_confusion_matrix(matrix, LABELS, out_dir / "confusion_matrix.png", title="MNIST test")
-    return {"learning_curves.png": curves, "confusion_matrix.png": confusion,
-            "history.json": out_dir / "history.json", "history.csv": out_dir / "history.csv"}
-
-
-def build_manifest(args: argparse.Namespace, report: dict[str, Any], matrix: torch.Tensor, result: Any,
+def build_manifest(args: argparse.Namespace, report: dict[str, Any], matrix: torch.Tensor, result: FitResult,
                    data: dict[str, MnistArrays], wall: float, device: torch.device,
                    commit: str | None) -> dict[str, Any]:
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    """The descriptive manifest fields of a trained digit classifier (the registry fills in the rest)."""
     return {
+        "kind": "image-classification",
         "architecture": {"name": args.arch, "args": {"num_classes": 10}},
         "labels": LABELS,
         "preprocessing": digit_preset(digit_normalization=True),
@@ -178,35 +165,19 @@ def build_manifest(args: argparse.Namespace, report: dict[str, Any], matrix: tor
             "best_dev_loss": round(min(r["dev_loss"] for r in result.history), 6),
             "best_dev_accuracy": max(r["dev_accuracy"] for r in result.history),
         },
-        "training": {
-            "config": config,
-            "seed": args.seed,
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "train_seconds": round(result.seconds, 1),
-            "wall_seconds": round(wall, 1),
-            "device": str(device),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "training": training_record(args, device=device, wall_seconds=wall, result=result),
         "lineage": {
             "dataset": "mnist",
             "files": {**data["train"].files, **data["test"].files},
             "code_commit": commit,
         },
+        "serving": SERVING,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 2
-    return 0
+    """The command line; the exit status is `training.cli.run_cli`'s (0, or 2 with the error on stderr)."""
+    return run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

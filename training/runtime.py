@@ -1,25 +1,20 @@
-"""Device choice and seeding: the one place each is decided."""
+"""Seeding and the start of a run: the one place a training run's randomness is decided.
+
+The device is chosen by `models.devices.select_device`, shared with the service.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when available, else CPU; asking for `cuda` without one fails early."""
-    if name not in DEVICE_CHOICES:
-        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICE_CHOICES)}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from models.registry.manifest import git_commit
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator:
@@ -34,3 +29,25 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """When a run began (`time.perf_counter`), the code's commit then, and its seeded generator."""
+
+    started: float
+    commit: str | None
+    generator: torch.Generator
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def start_run(seed: int, threads: int = 0) -> RunStart:
+    """Note the start time and the commit of the code (as it was when the run began), set torch's CPU threads
+    (0 keeps torch's default) and seed everything (`seed_everything`)."""
+    started = time.perf_counter()
+    commit = git_commit(Path(__file__).resolve().parent)
+    if threads:
+        torch.set_num_threads(threads)
+    return RunStart(started, commit, seed_everything(seed))

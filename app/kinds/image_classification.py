@@ -98,7 +98,7 @@ class ImageClassification(ModelKind):
 
     def encode_response(self, model: LoadedModel, decoded: Decoded, outcomes: list[Any]) -> ClassificationResponse:
         options: ImageOptions = decoded.options
-        threshold = model.manifest.unknown_threshold
+        threshold, labels = model.manifest.unknown_threshold, model.labels
         predictions = []
         for index, (part, row) in enumerate(zip(options.parts, outcomes)):
             if isinstance(row, ImageError):
@@ -107,13 +107,16 @@ class ImageClassification(ModelKind):
             if isinstance(row, BaseException):  # the batch itself failed (a bug, logged by the batcher): a 500
                 raise row
             values, indices = row.probabilities.topk(options.top_k)
-            top = [TopEntry(label=model.labels[i], index=i, probability=round(p, 6))
+            # model_construct: the values are the model's own (probabilities in [0, 1], known labels), so the
+            # response schema's checks would only cost time on every request.
+            top = [TopEntry.model_construct(label=labels[i], index=i, probability=round(p, 6))
                    for p, i in zip(values.tolist(), indices.tolist())]
-            predictions.append(Prediction(
+            predictions.append(Prediction.model_construct(
                 filename=part.filename, label=top[0].label, confidence=top[0].probability, top=top,
-                unknown=None if threshold is None else float(row.probabilities.max()) < threshold,
+                unknown=None if threshold is None else float(values[0]) < threshold,
                 input_image=array_to_data_url(row.array) if options.debug else None))
-        return ClassificationResponse(model=ModelRef(task=model.task, version=model.version), predictions=predictions)
+        return ClassificationResponse.model_construct(model=ModelRef.model_construct(task=model.task, version=model.version),
+                                                      predictions=predictions)
 
 
 def array_to_data_url(array: np.ndarray) -> str:

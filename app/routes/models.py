@@ -31,8 +31,14 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 @router.get("", response_model=ModelsIndex, summary="All tasks with their versions and aliases")
 async def list_models(server: ServerDep) -> ModelsIndex:
     registry = server.registry
-    return ModelsIndex(tasks=[TaskSummary(task=t, aliases=registry.aliases(t), versions=registry.versions(t))
-                              for t in registry.tasks()])
+    summaries = []
+    for task in registry.tasks():
+        aliases = registry.aliases(task)
+        production = registry.manifest(task, aliases[DEFAULT_ALIAS]) if DEFAULT_ALIAS in aliases else None
+        summaries.append(TaskSummary(task=task, kind=production.kind if production else None,
+                                     title=production.title if production else None, aliases=aliases,
+                                     versions=registry.versions(task)))
+    return ModelsIndex(tasks=summaries)
 
 
 @router.get("/{task}", response_model=TaskDetail, responses=NOT_FOUND, summary="One task's versions")

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.routing import Match, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.errors import error_response
 from app.kinds import KINDS, PredictParams, RawRequest
@@ -59,8 +59,13 @@ class PredictQuery(BaseModel):
     debug: bool = Field(False, description="image kinds: also return the image the network saw")
 
 
+DEFAULT_PARAMS = PredictParams()
+
+
 def parse_query(query_string: bytes) -> PredictParams:
     """The query parameters, by `PredictQuery`'s rules (422 naming the bad one; the last of repeated ones wins)."""
+    if not query_string:
+        return DEFAULT_PARAMS
     try:
         query = PredictQuery.model_validate(dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)))
     except ValidationError as exc:
@@ -69,19 +74,19 @@ def parse_query(query_string: bytes) -> PredictParams:
 
 
 class PredictEndpoint:
-    """The one prediction handler, as an ASGI app: `task` fixed (a named endpoint) or from the path."""
+    """The one prediction handler: `task` fixed (a named endpoint) or from the path."""
 
     def __init__(self, task: str | None = None) -> None:
         self.task = task
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive) -> bytes:
+        """The JSON body of the 200 answer; raises for every other outcome."""
         server = scope["app"].state.server
         task = self.task or scope["path_params"]["task"]
         params = parse_query(scope.get("query_string", b""))
         body = await read_body(scope, receive, server.settings.max_request_bytes)
         result = await server.predict(task, RawRequest(body, header(scope, b"content-type"), params))
-        await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
-        await send({"type": "http.response.body", "body": result.model_dump_json().encode()})
+        return result.model_dump_json().encode()
 
 
 class PredictRoutes:
@@ -112,19 +117,13 @@ class PredictRoutes:
     @staticmethod
     async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = route  # the metrics' label: the route template, not the raw path
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await route.app(scope, receive, tracked)
-        except Exception as exc:
-            if started:  # too late for an error answer: the server closes the connection
-                raise
+            body = await route.endpoint(scope, receive)
+        except Exception as exc:  # nothing was sent yet: every failure gets its JSON answer
             await error_response(exc, "POST", scope["path"])(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+        await send({"type": "http.response.body", "body": body})
 
 
 # ---- the OpenAPI description of the same table ----------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 from models.registry import DEFAULT_ALIAS, ModelRegistry
+from models.registry.store import ALIASES_FILE
+
+MAX_CACHED_TASKS = 1024
 
 StatKey = tuple[int, int, int] | None
 
@@ -27,10 +30,16 @@ class VersionResolver:
         self.registry = registry
         self._resolved: dict[tuple[str, str], tuple[tuple[StatKey, StatKey], str]] = {}
         self._aliases: dict[str, tuple[StatKey, dict[str, str]]] = {}
+        self._task_paths: dict[str, tuple[str, str]] = {}
 
     def _paths(self, task: str) -> tuple[str, str]:
-        directory = self.registry.root / task
-        return str(directory), str(directory / "aliases.json")
+        paths = self._task_paths.get(task)
+        if paths is None:
+            directory = self.registry.root / task
+            paths = (str(directory), str(directory / ALIASES_FILE))
+            if len(self._task_paths) < MAX_CACHED_TASKS:  # names from requests: bounded
+                self._task_paths[task] = paths
+        return paths
 
     def resolve(self, task: str, ref: str = DEFAULT_ALIAS) -> str:
         """The version id `ref` names; the registry's errors for an unknown task, version or alias."""

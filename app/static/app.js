@@ -54,8 +54,8 @@ async function classify(task, path, blob, filename, params) {
 }
 
 // ---- tabs (arrow keys move between them, as the ARIA tabs pattern says) ----------------
-const tabs = [...document.querySelectorAll('[role="tab"]')];
 const onShow = {};
+let tabs = [];
 function selectTab(tab) {
   for (const t of tabs) {
     const selected = t === tab;
@@ -66,16 +66,23 @@ function selectTab(tab) {
   const name = tab.id.replace("tab-", "");
   if (onShow[name]) onShow[name]();
 }
-tabs.forEach((tab, i) => {
-  tab.addEventListener("click", () => selectTab(tab));
-  tab.addEventListener("keydown", (e) => {
-    const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
-    if (!step) return;
-    const next = tabs[(i + step + tabs.length) % tabs.length];
-    next.focus();
-    selectTab(next);
+function initTabs() {
+  tabs = [...document.querySelectorAll('[role="tab"]')];
+  tabs.forEach((tab, i) => {
+    tab.addEventListener("click", () => selectTab(tab));
+    tab.addEventListener("keydown", (e) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
+      if (!step) return;
+      const next = tabs[(i + step + tabs.length) % tabs.length];
+      next.focus();
+      selectTab(next);
+    });
   });
-});
+}
+
+// The task a panel of its own serves (data-task), and its prediction URL: every task has the same one.
+const taskOf = (panel) => $(panel).dataset.task;
+const predictUrl = (task) => `/models/${encodeURIComponent(task)}/predict`;
 
 // ---- digits: drawing canvas --------------------------------------------------------------
 const canvas = $("digit-canvas");
@@ -137,7 +144,7 @@ const classifyDrawing = debounce(() => {
 async function showDigits(blob, filename, ticket = startRequest("digits")) {
   if (!isCurrent("digits", ticket)) return;
   try {
-    const body = await classify("digits", "/digits", blob, filename, { top_k: 10, debug: true });
+    const body = await classify("digits", predictUrl(taskOf("panel-digits")), blob, filename, { top_k: 10, debug: true });
     if (!isCurrent("digits", ticket)) return;
     const prediction = body.predictions[0];
     const byDigit = [...prediction.top].sort((a, b) => Number(a.label) - Number(b.label));
@@ -155,9 +162,7 @@ $("digit-file").addEventListener("change", (e) => {
   if (file) showDigits(file, file.name);
 });
 
-// ---- components and ImageNet: photo upload -------------------------------------------------
-const PHOTO_TASKS = { components: { path: "/components", topK: 3 }, imagenet: { path: "/imagenet/top5", topK: 5 } };
-
+// ---- photo tabs: one per image-classification task of the registry -------------------------
 async function showPhoto(task, file) {
   const preview = $(`${task}-preview`);
   preview.src = URL.createObjectURL(file);
@@ -166,13 +171,12 @@ async function showPhoto(task, file) {
   $(`${task}-verdict`).textContent = "…";
   const ticket = startRequest(task);
   try {
-    const { path, topK } = PHOTO_TASKS[task];
-    const prediction = (await classify(task, path, file, file.name, { top_k: topK })).predictions[0];
+    const prediction = (await classify(task, predictUrl(task), file, file.name, {})).predictions[0];
     if (!isCurrent(task, ticket)) return;
     const verdict = $(`${task}-verdict`);
     verdict.textContent = `${prediction.label} (${pct(prediction.confidence)})`;
     verdict.classList.toggle("unknown", Boolean(prediction.unknown));
-    if (prediction.unknown) verdict.textContent += " — not confidently any known component";
+    if (prediction.unknown) verdict.textContent += " — not confidently any class it knows";
     renderBars($(`${task}-bars`), prediction.top, prediction.label);
     showError(task, null);
   } catch (err) {
@@ -183,20 +187,47 @@ async function showPhoto(task, file) {
   }
 }
 
-for (const task of Object.keys(PHOTO_TASKS)) {
-  $(`${task}-file`).addEventListener("change", (e) => { if (e.target.files[0]) showPhoto(task, e.target.files[0]); });
-}
-document.querySelectorAll(".drop").forEach((zone) => {
+// A tab and panel from the template, with the ids the rest of the page (and its tests) use.
+function addPhotoTab(task, title) {
+  const panel = $("photo-panel").content.firstElementChild.cloneNode(true);
+  panel.id = `panel-${task}`;
+  panel.setAttribute("aria-labelledby", `tab-${task}`);
+  panel.querySelector("h2").textContent = title;
+  const zone = panel.querySelector(".drop");
+  panel.querySelector("input").id = `${task}-file`;
+  for (const [selector, suffix] of [[".preview", "preview"], [".verdict", "verdict"], [".bars", "bars"], [".error", "error"]]) {
+    panel.querySelector(selector).id = `${task}-${suffix}`;
+  }
+  $("panel-words").before(panel);
+  const tab = document.createElement("button");
+  Object.assign(tab, { id: `tab-${task}`, textContent: title, tabIndex: -1 });
+  tab.setAttribute("role", "tab");
+  tab.setAttribute("aria-controls", panel.id);
+  tab.setAttribute("aria-selected", "false");
+  $("tab-words").before(tab);
+  panel.querySelector("input").addEventListener("change", (e) => { if (e.target.files[0]) showPhoto(task, e.target.files[0]); });
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
   zone.addEventListener("drop", (e) => {
     e.preventDefault();
     zone.classList.remove("over");
-    const file = e.dataTransfer.files[0];
-    if (file) showPhoto(zone.dataset.task, file);
+    if (e.dataTransfer.files[0]) showPhoto(task, e.dataTransfer.files[0]);
   });
   zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") zone.querySelector("input").click(); });
-});
+}
+
+async function addPhotoTabs() {
+  const own = new Set([...document.querySelectorAll("[data-task]")].map((panel) => panel.dataset.task));
+  try {
+    for (const { task, kind, title } of (await api("/models")).tasks) {
+      if (kind === "image-classification" && !own.has(task)) addPhotoTab(task, title || task);
+    }
+  } finally {
+    initTabs();
+  }
+}
+addPhotoTabs();
+
 // The digits tab takes dropped photos too.
 canvas.addEventListener("dragover", (e) => e.preventDefault());
 canvas.addEventListener("drop", (e) => {
@@ -209,7 +240,7 @@ async function loadRnnVersions() {
   const select = $("words-version");
   if (select.options.length) return;
   try {
-    const task = await api("/models/rnn");
+    const task = await api(`/models/${encodeURIComponent(taskOf("panel-words"))}`);
     const choices = [...Object.keys(task.aliases).sort(), ...task.versions];
     select.replaceChildren(...choices.map((name) => new Option(name, name)));
     if (task.aliases.production) select.value = "production";
@@ -221,7 +252,7 @@ const complete = debounce(async () => {
   const prefix = $("words-prefix").value;
   if (!prefix) { $("words-bars").replaceChildren(); showError("words", null); return; }
   try {
-    const body = await api("/rnn/complete", {
+    const body = await api(predictUrl(taskOf("panel-words")), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ prefix, num_completions: 5, version: $("words-version").value || "production" }),
@@ -239,11 +270,13 @@ $("words-version").addEventListener("change", complete);
 onShow.words = loadRnnVersions;
 
 // ---- models: the registry ---------------------------------------------------------------
-const METRIC_KEYS = ["test_accuracy", "accuracy", "top1_error", "top5_error", "validation_top1_error", "bits_per_char"];
+// The headline figures of a version: its accuracies, errors and bits per character (whatever the kind records).
+const HEADLINE = /(^|_)(accuracy|error|bits_per_char)$/;
 
 function headline(metrics) {
-  return METRIC_KEYS.filter((k) => k in metrics)
-    .map((k) => `${k.replaceAll("_", " ")}: ${k.includes("accuracy") ? `${(metrics[k] * 100).toFixed(2)}%` : metrics[k]}`).join(", ");
+  return Object.keys(metrics).filter((k) => HEADLINE.test(k) && typeof metrics[k] === "number").slice(0, 4)
+    .map((k) => `${k.replaceAll("_", " ")}: ${/accuracy|error/.test(k) ? `${(metrics[k] * 100).toFixed(2)}%` : metrics[k]}`)
+    .join(", ");
 }
 
 async function loadModels() {

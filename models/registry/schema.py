@@ -86,6 +86,7 @@ class Manifest(_Strict):
     task: str = Field(pattern=NAME_PATTERN.pattern)
     version: str = Field(pattern=NAME_PATTERN.pattern)
     kind: Kind
+    title: str | None = Field(None, max_length=120, description="what people call it, e.g. on the web page")
     architecture: Architecture
     parameters: int = Field(ge=0, description="parameters of the network served, trainable or not")
     labels: list[str] = Field(min_length=1)

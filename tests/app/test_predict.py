@@ -110,3 +110,30 @@ def test_a_manifest_with_a_bad_field_is_refused_naming_it(client, store, mnist_t
                         409, "invalid_model")
     assert "serving.max_top_k" in body["error"]["message"]
     assert DEFAULT_ROOT.is_dir()
+
+
+def test_middleware_added_later_applies_to_prediction_routes_too(store, mnist_test):
+    """One request path: whatever `add_middleware` adds (auth, CORS, ...) wraps predictions as well."""
+    from fastapi.testclient import TestClient
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings(store_dir=store, device="cpu", preload=False, gc_freeze=False))
+    seen: list[str] = []
+
+    async def record(request, call_next):
+        seen.append(request.url.path)
+        response = await call_next(request)
+        response.headers["x-added-later"] = "yes"
+        return response
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=record)
+    with TestClient(app) as client:
+        for path in ("/digits", "/models/digits/predict", "/healthz"):
+            kwargs = {"files": files_of(png_bytes(mnist_test[0][0]))} if path != "/healthz" else {}
+            response = client.request("POST" if path != "/healthz" else "GET", path, **kwargs)
+            assert response.status_code == 200 and response.headers["x-added-later"] == "yes", (path, response.text)
+            assert response.headers["x-request-id"]
+    assert seen == ["/digits", "/models/digits/predict", "/healthz"]

@@ -166,4 +166,4 @@ def test_components_tab_flags_a_photo_that_is_no_component(browser, server_url):
     open_tab(browser, server_url, "components")
     browser.find_element("id", "components-file").send_keys(str(SHARED / "imagenet-samples" / "volcano.jpg"))
     verdict = wait_text(browser, "components-verdict", lambda t: "%" in t)
-    assert "not confidently any known component" in verdict
+    assert "not confidently any class it knows" in verdict

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torchvision
 
-from models.registry import ModelRegistry, load_model
+from models.registry import DEFAULT_ROOT, ModelRegistry
 from models.registry.manifest import sha256_file
+from models.runtime import load_model
 from training.imagenet import imagenet_labels, main
 from training.imagenet_eval import label_from_name, matches
 from training.imagenet_sources import convert_torchvision
@@ -23,20 +24,35 @@ def test_add_offline_lite_registers_a_verified_version(tmp_path: Path, capsys: p
     assert "4,652,008 parameters" in capsys.readouterr().out
     registry = ModelRegistry(tmp_path)
     manifest = registry.verify_version("imagenet", "production")  # sha256 of the package's file checked too
-    base = manifest["base_weights"]
-    assert base["sha256"] == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-    assert manifest["lineage"]["source"]["sha256"] == base["sha256"]
-    assert manifest["metrics"]["published_top1_accuracy"] == 75.1
-    assert manifest["preprocessing"] == {"kind": "rgb", "size": [224, 224], "resize": 256, "interpolation": "bilinear",
-                                         "channels": 3, "mean": [127 / 255] * 3, "std": [128 / 255] * 3}
-    assert manifest["labels"] == imagenet_labels() and manifest["labels"][0] == "tench, Tinca tinca"
+    base = manifest.base_weights
+    assert base.sha256 == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    assert manifest.lineage["source"]["sha256"] == base.sha256
+    assert manifest.metrics["published_top1_accuracy"] == 75.1
+    assert "top1_error" not in manifest.metrics, "no samples scored, no headline error"
+    assert manifest.preprocessing == {"kind": "rgb", "size": [224, 224], "resize": 256, "interpolation": "bilinear",
+                                      "channels": 3, "mean": [127 / 255] * 3, "std": [128 / 255] * 3}
+    assert manifest.labels == imagenet_labels() and manifest.labels[0] == "tench, Tinca tinca"
+    assert manifest.kind == "image-classification" and manifest.parameters == 4_652_008
+    assert manifest.serving.batch_overrides() == {"max_batch_size": 4, "concurrency": 2}
+    assert (manifest.serving.default_top_k, manifest.serving.max_top_k) == (5, 20)
     assert (tmp_path / "imagenet" / "v1" / "weights.safetensors").stat().st_size < 1000, "nothing copied"
 
 
+def test_add_scores_the_sample_photos_into_headline_metrics(tmp_path: Path):
+    assert main(["--store", str(tmp_path), "add", "--arch", "efficientnet_lite0", "--promote",
+                 "--samples", str(IMAGENET_SAMPLES)]) == 0
+    manifest = ModelRegistry(tmp_path).manifest("imagenet", "production")
+    assert manifest.version.endswith("-efficientnet_lite0"), "the registry names the version: <UTC time>-<arch>"
+    metrics = manifest.metrics
+    assert metrics["samples"]["photos"] == 10 and not any(k.startswith("ms_") for k in metrics["samples"])
+    assert metrics["top1_error"] == metrics["samples_top1_error_strict"] == metrics["samples"]["top1_error_strict"]
+    assert metrics["top5_error"] == metrics["samples_top5_error_strict"] == 0.0
+    assert metrics["samples_top1_error_report"] <= metrics["top1_error"]
+
+
 def test_evaluate_on_the_sample_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    committed = Path(__file__).resolve().parents[2] / "models" / "store"
     out = tmp_path / "eval.json"
-    assert main(["--store", str(committed), "evaluate", "--images", str(IMAGENET_SAMPLES), "--json", str(out)]) == 0
+    assert main(["--store", str(DEFAULT_ROOT), "evaluate", "--images", str(IMAGENET_SAMPLES), "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "top-1 err" in text and "misses under the report rule" in text
     [row] = json.loads(out.read_text())
@@ -49,8 +65,7 @@ def test_evaluate_accepts_an_image_folder_tree(tmp_path: Path, capsys: pytest.Ca
     for name in ("volcano", "teapot"):
         (tmp_path / "photos" / name).mkdir(parents=True)
         (tmp_path / "photos" / name / "1.jpg").write_bytes((IMAGENET_SAMPLES / f"{name}.jpg").read_bytes())
-    committed = Path(__file__).resolve().parents[2] / "models" / "store"
-    assert main(["--store", str(committed), "evaluate", "--images", str(tmp_path / "photos")]) == 0
+    assert main(["--store", str(DEFAULT_ROOT), "evaluate", "--images", str(tmp_path / "photos")]) == 0
     assert "2 photos in" in capsys.readouterr().out
 
 
@@ -83,15 +98,16 @@ def test_torchvision_conversion_drops_aux_heads_and_round_trips(tmp_path: Path):
     assert source.preprocessing["size"] == [224, 224] and source.preprocessing["resize"] == 256
     assert source.published["top1_accuracy"] == weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
     registry = ModelRegistry(tmp_path)
-    manifest = {"architecture": source.architecture, "labels": imagenet_labels(), "preprocessing": source.preprocessing,
-                "metrics": {}, "training": {}, "lineage": {"source": source.source}}
+    manifest = {"kind": "image-classification", "architecture": source.architecture, "labels": imagenet_labels(),
+                "preprocessing": source.preprocessing, "metrics": {}, "training": {},
+                "lineage": {"source": source.source}}
     version = registry.register("imagenet", source.network, manifest)
     loaded = load_model(registry, "imagenet", version, torch.device("cpu"))
-    assert registry.manifest("imagenet", version)["parameters"] == 6_624_904
+    assert loaded.manifest.parameters == 6_624_904 == sum(p.numel() for p in source.network.parameters())
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
         assert torch.equal(loaded.network(x), source.network(x))
-    assert sha256_file(tmp_path / "imagenet" / version / "weights.safetensors") == loaded.manifest["weights"]["sha256"]
+    assert sha256_file(tmp_path / "imagenet" / version / "weights.safetensors") == loaded.manifest.weights.sha256
 
 
 def test_matching_rules_and_labels_from_file_names():

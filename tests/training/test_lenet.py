@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import training.engine
-from models.registry import ModelRegistry, load_model
+from models.registry import ModelRegistry
+from models.runtime import load_model
 from training.lenet import main
 
 TINY = ["--limit", "256", "--epochs", "1", "--batch-size", "64", "--no-progress"]
@@ -22,11 +23,14 @@ def test_one_epoch_registers_a_loadable_version(arch: str, tmp_path: Path):
     assert code == 0
     registry = ModelRegistry(tmp_path / "store")
     manifest = registry.manifest("digits", "production")
-    assert manifest["architecture"]["name"] == arch
-    assert manifest["training"]["config"]["limit"] == 256 and manifest["training"]["epochs_run"] == 1
-    assert len(manifest["metrics"]["confusion_matrix"]) == 10
-    assert set(manifest["lineage"]["files"]) >= {"train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
-    assert set(manifest["artifacts"]) == {"learning_curves.png", "confusion_matrix.png", "history.json", "history.csv"}
+    assert manifest.architecture.name == arch and manifest.version.endswith(f"-{arch}")
+    assert manifest.kind == "image-classification"
+    assert (manifest.serving.default_top_k, manifest.serving.max_top_k) == (3, 10)
+    assert manifest.training["config"]["limit"] == 256 and manifest.training["epochs_run"] == 1
+    assert manifest.training["config"]["store"] == str(tmp_path / "store"), "paths are recorded as text"
+    assert len(manifest.metrics["confusion_matrix"]) == 10
+    assert set(manifest.lineage["files"]) >= {"train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+    assert set(manifest.artifacts) == {"learning_curves.png", "confusion_matrix.png", "history.json", "history.csv"}
     model = load_model(registry, "digits", "production", torch.device("cpu"))
     assert model.predict_proba(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
@@ -68,7 +72,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
 
 
 def test_missing_data_offline_fails_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture):
+                                                         capsys: pytest.CaptureFixture[str]):
     import training.data.mnist as mnist
 
     def offline(directory: Path) -> None:
@@ -76,7 +80,7 @@ def test_missing_data_offline_fails_with_a_clear_message(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(mnist, "_download", offline)
     assert main([*TINY, "--data-dir", str(tmp_path / "empty"), "--no-register"]) == 2
-    assert "MNIST idx files are not in" in caplog.text
+    assert "MNIST idx files are not in" in capsys.readouterr().err
 
 
 def test_bad_choices_name_the_valid_ones(capsys: pytest.CaptureFixture[str]):

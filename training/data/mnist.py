@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.paths import data_dir
+
 log = logging.getLogger(__name__)
 
 FILES = {
@@ -23,8 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_data_dir() -> Path:
-    """`../shared/data/mnist` from the repo root when it exists (CI has it), else `./data/mnist`."""
-    shared = REPO_ROOT.parent / "shared" / "data" / "mnist"
+    """`models.paths.data_dir("mnist")` when it exists (CI has it), else `<repo>/data/mnist`."""
+    shared = data_dir("mnist")
     return shared if shared.is_dir() else REPO_ROOT / "data" / "mnist"
 
 
