@@ -22,7 +22,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-BatchFn = Callable[[list[Any]], list[Any]]  # blocking: one outcome (result or exception) per item
+# Blocking: one outcome (result or exception) per item. `alive(i)` is False once item i's request has been
+# answered (504) or has gone: its work is skipped.
+BatchFn = Callable[[list[Any], Callable[[int], bool]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class MicroBatcher:
     """Batches items for one model; `run_blocking(fn, items)` runs a batch off the event loop."""
 
     def __init__(self, process: BatchFn, policy: BatchPolicy,
-                 run_blocking: Callable[[BatchFn, list[Any]], Awaitable[list[Any]]],
+                 run_blocking: Callable[..., Awaitable[list[Any]]],
                  observer: BatchObserver | None = None) -> None:
         self.process, self.policy, self.run_blocking = process, policy, run_blocking
         self.observer = observer or BatchObserver()
@@ -152,8 +154,12 @@ class MicroBatcher:
 
     async def _execute(self, batch: list[_Item]) -> None:
         started = time.perf_counter()
+
+        def alive(index: int) -> bool:  # read from the inference thread: a stale answer only costs one item
+            return not batch[index].future.done()
+
         try:
-            outcomes = await self.run_blocking(self.process, [item.payload for item in batch])
+            outcomes = await self.run_blocking(self.process, [item.payload for item in batch], alive)
         except Exception as exc:  # a bug in `process`: fail this batch's requests, keep serving
             log.exception("batch of %d failed", len(batch))
             outcomes = [exc] * len(batch)

@@ -7,6 +7,7 @@ process writes its samples to files there and /metrics aggregates all live proce
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from app.batching import BatchObserver
@@ -40,8 +41,19 @@ class Metrics:
         self.batch_size = Histogram("modelhouse_batch_size", "items per forward pass, per model version",
                                     ["task", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                                     registry=self.registry)
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self.rejected = Counter("modelhouse_rejected_total", "requests shed (503 queue full, 504 timeout)",
                                 ["task", "version", "reason"], registry=self.registry)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set: `labels()` takes a lock and checks its
+        arguments on every call, on the path of every request. Label sets are bounded (route templates,
+        statuses, registered versions)."""
+        key = (metric._name, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def batch_observer(self, task: str, version: str) -> BatchObserver:
         """Feeds a model version's batcher events into the queue-depth, batch-size and latency metrics."""

@@ -41,5 +41,5 @@ class RequestMiddleware:
             current_request_id.reset(token)
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+            self.metrics.child(self.metrics.requests, method, route, str(status)).inc()
+            self.metrics.child(self.metrics.latency, method, route).observe(time.perf_counter() - start)

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
 from app.settings import Settings
 from models.runtime import LoadedModel
+
+
+class RequestGone(Exception):
+    """The outcome of an item whose request was answered or went away before its work began."""
+
+
+GONE = RequestGone("the request was answered before this item's work began")
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,11 @@ class ModelKind(ABC):
         or domain errors; a `RequestValidationError` for a body that does not fit the request schema."""
 
     @abstractmethod
-    def predict(self, model: LoadedModel, items: list[Any]) -> list[Any]:
+    def predict(self, model: LoadedModel, items: list[Any], alive: Callable[[int], bool]) -> list[Any]:
         """Blocking, on an inference thread: one outcome per item, a result or the exception that failed
-        only that item. Items of several requests arrive in one call (a micro-batch)."""
+        only that item. Items of several requests arrive in one call (a micro-batch); an item whose
+        `alive(index)` is False belongs to a request already answered (504) or gone: skip its work
+        (its outcome is `GONE`), checking between items."""
 
     @abstractmethod
     def encode_response(self, model: LoadedModel, decoded: Decoded, outcomes: list[Any]) -> BaseModel:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from app.errors import ApiError, domain_status
-from app.kinds.base import Decoded, ModelKind, RawRequest
+from app.kinds.base import GONE, Decoded, ModelKind, RawRequest
 from app.schemas import ClassificationResponse, ModelRef, Prediction, TopEntry
 from app.uploads import Part, file_parts, parse_multipart
 from models.imaging import ImageError, UndecodableImageError
@@ -74,13 +75,17 @@ class ImageClassification(ModelKind):
             raise ApiError(422, "invalid_parameters", f"top_k: must be at most {maximum} for {model.task}")
         return Decoded([ImageItem(p.data, p.content_type) for p in parts], ImageOptions(parts, top_k, request.params.debug))
 
-    def predict(self, model: LoadedModel, items: list[ImageItem]) -> list[Classified | ImageError]:
+    def predict(self, model: LoadedModel, items: list[ImageItem],
+                alive: Callable[[int], bool] = lambda _: True) -> list[Classified | Exception]:
         """Decode + preprocess every item, then ONE forward pass over the good ones. An unexpected
         exception while decoding one item becomes that item's `UndecodableImageError`: its batch
         mates, other clients' requests, are still answered."""
         outcomes: list[Any] = [None] * len(items)
         arrays, good = [], []
         for index, item in enumerate(items):
+            if not alive(index):
+                outcomes[index] = GONE
+                continue
             try:
                 arrays.append(image_to_array(item.data, model.preprocessing, max_pixels=self.settings.max_image_pixels,
                                              declared_type=item.content_type))

@@ -7,13 +7,14 @@ deadline, as for every kind.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.errors import ApiError
-from app.kinds.base import Decoded, ModelKind, RawRequest
+from app.kinds.base import GONE, Decoded, ModelKind, RawRequest
 from app.schemas import CompletionEntry, CompletionRequest, CompletionResponse, ModelRef
 from models.chars import CharCodec
 from models.completion import Completion, complete
@@ -53,10 +54,14 @@ class TextCompletion(ModelKind):
         if len(prefix) >= body.max_length:
             raise ApiError(422, "invalid_parameters", f"max_length: must exceed the prefix length ({len(prefix)})")
 
-    def predict(self, model: LoadedModel, items: list[CompletionRequest]) -> list[list[Completion] | Exception]:
+    def predict(self, model: LoadedModel, items: list[CompletionRequest],
+                alive: Callable[[int], bool] = lambda _: True) -> list[list[Completion] | Exception]:
         codec = CharCodec(model.preprocessing)
         outcomes: list[Any] = []
-        for body in items:
+        for index, body in enumerate(items):
+            if not alive(index):
+                outcomes.append(GONE)
+                continue
             try:
                 outcomes.append(complete(
                     model.network, codec, codec.normalize(body.prefix), strategy=body.strategy,

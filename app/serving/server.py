@@ -93,8 +93,9 @@ class ModelServer:
             decoded = kind.decode_request(model, request)
         outcomes = await self._run_batched(model, kind, decoded.items)
         response = kind.encode_response(model, decoded, outcomes)
-        self.metrics.predictions.labels(task, model.version).inc(len(decoded.items))
-        self.metrics.prediction_latency.labels(task, model.version).observe(time.perf_counter() - started)
+        metrics = self.metrics
+        metrics.child(metrics.predictions, task, model.version).inc(len(decoded.items))
+        metrics.child(metrics.prediction_latency, task, model.version).observe(time.perf_counter() - started)
         return response
 
     async def _run_batched(self, model: LoadedModel, kind: ModelKind, items: list[Any]) -> list[Any]:

@@ -24,14 +24,14 @@ class Recorder(BatchObserver):
         self.sizes.append(size)
 
 
-async def in_thread(fn, items):
-    return await asyncio.to_thread(fn, items)
+async def in_thread(fn, items, alive):
+    return await asyncio.to_thread(fn, items, alive)
 
 
 def test_arrivals_during_a_batch_form_the_next_batch():
     gate = threading.Event()
 
-    def process(items: list[int]) -> list[int]:
+    def process(items: list[int], alive=None) -> list[int]:
         gate.wait(5)
         return [i * 10 for i in items]
 
@@ -54,7 +54,7 @@ def test_arrivals_during_a_batch_form_the_next_batch():
 def test_a_lone_item_runs_at_once_and_a_max_wait_lets_a_batch_grow():
     async def scenario(wait_ms: float) -> tuple[float, list[int]]:
         recorder = Recorder()
-        batcher = MicroBatcher(lambda items: items, BatchPolicy(max_wait_ms=wait_ms), in_thread, recorder)
+        batcher = MicroBatcher(lambda items, alive: items, BatchPolicy(max_wait_ms=wait_ms), in_thread, recorder)
         started = time.perf_counter()
         futures = batcher.submit(["a"])
         await asyncio.sleep(0.01)
@@ -70,7 +70,7 @@ def test_a_lone_item_runs_at_once_and_a_max_wait_lets_a_batch_grow():
 
 
 def test_a_full_queue_is_refused_whole_and_errors_stay_per_item():
-    def process(items: list[int]) -> list[object]:
+    def process(items: list[int], alive=None) -> list[object]:
         return [ValueError("bad") if i < 0 else i for i in items]
 
     async def scenario() -> list[object]:
@@ -139,13 +139,13 @@ def test_settings_refuse_a_timeout_shorter_than_the_batch_wait():
 def test_concurrency_two_runs_two_batches_at_once():
     barrier = threading.Barrier(2, timeout=5)  # only passes if two batches are in flight together
 
-    def process(items: list[int]) -> list[int]:
+    def process(items: list[int], alive=None) -> list[int]:
         barrier.wait()
         return items
 
     async def scenario() -> list[int]:
         batcher = MicroBatcher(process, BatchPolicy(max_batch_size=1, concurrency=2),
-                               lambda fn, items: asyncio.get_running_loop().run_in_executor(pool, fn, items))
+                               lambda fn, items, alive: asyncio.get_running_loop().run_in_executor(pool, fn, items, alive))
         results = await gather_with_timeout(batcher.submit([1, 2]), 10)
         await batcher.close()
         return results
