@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="modelhouse-metrics-")  # fresh: no stale samples from an old run
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    options = {"log_level": args.log_level, "access_log": False, "factory": True}
+    options = {"log_level": args.log_level, "access_log": False, "factory": True,
+               "timeout_keep_alive": settings.keep_alive_timeout_s, "limit_concurrency": settings.max_connections}
     configure_logging(args.log_level)
     try:
         if args.workers == 1:

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.imaging import ImageTooLargeError, UndecodableImageError, UnsupportedImageTypeError
+from models.imaging import ImageAspectError, ImageTooLargeError, UndecodableImageError, UnsupportedImageTypeError
 from models.networks import UnknownArchitectureError
 from models.registry import (
     ChecksumMismatchError,
@@ -45,6 +45,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnsupportedImageTypeError: (415, "unsupported_media_type"),
     UndecodableImageError: (400, "undecodable_image"),
     ImageTooLargeError: (413, "image_too_large"),
+    ImageAspectError: (422, "unsupported_aspect_ratio"),
 }
 
 

@@ -111,7 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await server.close()
 
     telemetry = {} if settings.telemetry else {"tracing": False, "metrics": False, "logs": False}
-    app = ServiceApp(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
+    app = ServiceApp(title="modelhouse", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry,
+                     max_body_size=settings.max_request_bytes)  # the routes FastAPI answers; predictions: read_body
     app.state.settings, app.state.server, app.state.metrics = settings, server, metrics
     app.add_middleware(RequestMiddleware, metrics=metrics)
     install_error_handlers(app)
@@ -120,7 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (models, health, page):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
-    documented = predict.documented_routes(routes, kinds_of(registry, sorted(set(routes.values()))))
+    documented = predict.documented_routes(routes, kinds_of(registry, sorted(set(routes.values()))),
+                                           settings.max_files_per_request)
     app.openapi = lambda: openapi_schema(app, documented)  # type: ignore[method-assign]
     return app
 

@@ -115,6 +115,7 @@ class Readiness(BaseModel):
                                      examples=[{"digits": "onnxruntime"}])
 
 
+MIN_TEMPERATURE = 0.05
 MAX_PREFIX = 32
 MAX_LENGTH = 64
 
@@ -122,7 +123,9 @@ MAX_LENGTH = 64
 class CompletionRequest(BaseModel):
     """What to complete and how. Every field but `prefix` is optional."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prefix": "hel", "num_completions": 3}]})
+    # strict: JSON types as written (`"seed": false` or `"num_completions": "3"` is a 422, not a coercion)
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{"prefix": "hel", "num_completions": 3}]})
 
     prefix: str = Field(min_length=1, max_length=MAX_PREFIX,
                         description="the start of a word; normalised (Unicode NFKC, lowercase) as the model was trained")
@@ -130,7 +133,9 @@ class CompletionRequest(BaseModel):
     max_length: int = Field(20, ge=2, le=MAX_LENGTH, description="longest completed word, prefix included")
     strategy: Literal["beam", "greedy", "sample"] = "beam"
     beam_width: int | None = Field(None, ge=1, le=32, description="beam only; default max(num_completions, 5)")
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="sample only: <1 sharper, >1 flatter")
+    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=10.0, description="sample only: <1 sharper, >1 flatter; "
+                               f"at least {MIN_TEMPERATURE} (below, the draw is greedy in all but name and "
+                               "its arithmetic overflows)")
     top_k: int = Field(0, ge=0, le=256, description="sample only: draw from the k most likely characters (0: all)")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="sample only: makes the draw reproducible")
     version: str | None = Field(None, min_length=1, max_length=MAX_NAME_LENGTH,

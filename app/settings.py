@@ -23,11 +23,18 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, description="per-request body limit on every prediction "
                                    "route, enforced while reading")
     max_image_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard, checked from the header")
-    max_files_per_request: int = Field(64, gt=0)
+    max_files_per_request: int = Field(64, gt=0, description="image files per request; the multipart parser "
+                                       "stops (413) past this many parts plus a few other fields")
+    max_request_pixels: int = Field(100_000_000, gt=0, description="pixels of all the images of one request "
+                                    "together, checked from their headers before any is decoded (413)")
+    body_timeout_s: float = Field(30.0, gt=0, description="the whole request body must arrive within this (408)")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    max_connections: int = Field(1000, ge=1, description="concurrent connections and requests per worker process; "
+                                 "past it uvicorn answers 503 at once (its limit_concurrency)")
     workers: int = Field(max(1, os.cpu_count() or 1), ge=1,
                          description="worker processes of `python -m app` (one per core measured best on 2 cores)")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per inference call (torch and onnxruntime)")
-    inference_workers: int = Field(2, ge=1, description="inference threads shared by all models' batchers")
+    inference_workers: int = Field(2, ge=1, description="inference threads per task (each task's requests have their own)")
     batch_max_size: int = Field(64, ge=1, description="largest micro-batch per forward pass")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a small batch to grow (0: run at once; batches still form under load)")
     queue_max: int = Field(64, ge=1, description="queued items per model and worker process before answering 503")

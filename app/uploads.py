@@ -6,6 +6,7 @@ temporary files of `UploadFile`, which are the first throughput wall of a small-
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -29,12 +30,23 @@ class Part:
         return b"".join(self.chunks)
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
     """The whole request body, read from the ASGI channel; 413 as soon as the declared or received size
-    passes `limit` bytes, 400 when the client hangs up before the end. The one body reader of the service."""
+    passes `limit` bytes, 400 when the client hangs up before the end, 408 when the whole body has not
+    arrived within `timeout_s` (a slow or stalled upload holds no worker memory for longer). The one
+    body reader of the service."""
     declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"request body is {int(declared)} bytes; the limit is {limit}")
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_chunks(receive, limit)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout_s:g} s",
+                       headers={"Connection": "close"}) from None
+
+
+async def _read_chunks(receive: Receive, limit: int) -> bytes:
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -55,8 +67,10 @@ def header(scope: Scope, name: bytes) -> str | None:
     return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), None)
 
 
-def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
-    """Split a multipart/form-data body into parts (415 for another content type, 400 if malformed)."""
+def parse_multipart(body: bytes, content_type: str | None, max_parts: int) -> list[Part]:
+    """Split a multipart/form-data body into parts: 415 for another content type, 400 if malformed or
+    without its closing boundary, 413 past `max_parts` parts (parsing stops there, so a body of many
+    tiny parts costs the event loop no more than `max_parts` of them)."""
     media_type, options = parse_options_header(content_type or "")
     if media_type != b"multipart/form-data":
         raise ApiError(415, "unsupported_media_type",
@@ -66,9 +80,17 @@ def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
         raise ApiError(400, "bad_request", "multipart/form-data without a boundary")
     parts: list[Part] = []
     header_field, header_value = bytearray(), bytearray()
+    ended = False
 
     def on_part_begin() -> None:
+        if len(parts) >= max_parts:
+            raise ApiError(413, "too_many_parts", f"the multipart body has more than {max_parts} parts "
+                           "(MODELHOUSE_MAX_FILES_PER_REQUEST files, plus a few other fields)")
         parts.append(Part())
+
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         header_field.extend(data[start:end])
@@ -93,13 +115,15 @@ def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
 
     parser = MultipartParser(boundary, {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_part_data": on_part_data,
+        "on_header_end": on_header_end, "on_part_data": on_part_data, "on_end": on_end,
     })
     try:
         parser.write(body)
         parser.finalize()
     except MultipartParseError as exc:
         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+    if not ended:
+        raise ApiError(400, "bad_request", "malformed multipart body: it ends before its closing boundary")
     return parts
 
 

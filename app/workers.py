@@ -13,7 +13,9 @@ accepted ones are in any design; any process of the same user may join the port'
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import multiprocessing
 import signal
 import socket
@@ -28,6 +30,7 @@ from uvicorn.config import STARTUP_FAILURE
 from app.request_ids import configure_logging
 
 log = logging.getLogger("uvicorn.error")
+REBALANCE = signal.SIGUSR1  # launcher -> survivors: a replacement listens, hand it a share of connections
 APP_FACTORY = "app.main:create_app"  # uvicorn imports and calls it in each worker (factory=True)
 STOP_GRACE_S = 30.0  # per worker, after SIGTERM: in-flight requests finish (compose's stop_grace_period is 30 s too)
 
@@ -47,10 +50,42 @@ def bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_one(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
+class WorkerServer(uvicorn.Server):
+    """uvicorn's server, plus what rebalancing needs: it sets `listening` (an event the launcher polls)
+    once its socket listens, and on SIGUSR1 it closes its share of keep-alive connections."""
+
+    def __init__(self, config: uvicorn.Config, workers: int, listening: Any) -> None:
+        super().__init__(config)
+        self.workers, self.listening = workers, listening
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(REBALANCE, self.shed_connections)
+        notify = loop.create_task(self._notify_when_listening())
+        try:
+            await super().serve(sockets)
+        finally:
+            notify.cancel()
+
+    async def _notify_when_listening(self) -> None:
+        while not self.started:
+            await asyncio.sleep(0.05)
+        if self.listening is not None:
+            self.listening.set()
+
+    def shed_connections(self) -> None:
+        """Close 1/workers of the open connections (idle ones now, busy ones after their answer): the
+        clients reconnect and the kernel hashes them over every listening socket, a new worker's too."""
+        connections = list(self.server_state.connections)
+        for connection in connections[: len(connections) // self.workers]:
+            connection.shutdown()
+        log.info("rebalancing: closed %d of %d connections", len(connections) // self.workers, len(connections))
+
+
+def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], workers: int = 1, listening: Any = None) -> None:
     """One worker process: its own socket, one uvicorn server; exits STARTUP_FAILURE if it never started."""
     configure_logging(uvicorn_options.get("log_level", "info"))  # a spawned interpreter: its own logging setup
-    server = uvicorn.Server(uvicorn.Config(APP_FACTORY, host=host, port=port, **uvicorn_options))
+    server = WorkerServer(uvicorn.Config(APP_FACTORY, host=host, port=port, **uvicorn_options), workers, listening)
     try:
         sock = bound_socket(host, port)
     except OSError as exc:
@@ -78,16 +113,22 @@ def run_workers(count: int, host: str, port: int, uvicorn_options: dict[str, Any
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
+    listening: dict[int, Any] = {}  # replacement pid -> its event, until it listens
+
     def start() -> BaseProcess:
-        process = context.Process(target=serve_one, args=(host, port, uvicorn_options), daemon=False)
+        event = context.Event()
+        process = context.Process(target=serve_one, args=(host, port, uvicorn_options, count, event), daemon=False)
         process.start()
+        listening[process.pid] = event
         log.info("started worker process [%d]", process.pid)
         return process
 
     workers, status = [start() for _ in range(count)], 0
+    listening.clear()  # the first workers need no rebalancing
     try:
         while not stopping:
             time.sleep(0.2)
+            _rebalance_once_listening(workers, listening)
             for index, process in enumerate(workers):
                 if process.is_alive():
                     continue
@@ -102,6 +143,17 @@ def run_workers(count: int, host: str, port: int, uvicorn_options: dict[str, Any
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status
+
+
+def _rebalance_once_listening(workers: list[BaseProcess], listening: dict[int, Any]) -> None:
+    """When a replacement worker listens, ask the others to hand it their share of connections: keep-alive
+    clients stay where they landed, so after a restart the survivors would keep them all."""
+    for pid, event in list(listening.items()):
+        if event.is_set():
+            del listening[pid]
+            for process in workers:
+                if process.pid != pid and process.is_alive():
+                    os.kill(process.pid, REBALANCE)
 
 
 def _stop_all(workers: list[BaseProcess]) -> None:

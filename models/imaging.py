@@ -16,6 +16,9 @@ from models.jpeg import UPRIGHT, decode_plain_jpeg
 # The formats the API accepts, as PIL names them.
 ALLOWED_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "MPO"})
 DEFAULT_MAX_PIXELS = 40_000_000  # a 48 MP phone photo is ~48e6; 40e6 keeps decode memory < ~160 MB
+# Longer side over shorter side: past this, the resize to the model's input would make an image far larger
+# than the upload (a 4000x1 strip scaled to 256 px high is 1,024,000 px wide).
+MAX_ASPECT_RATIO = 20
 # Files of our own data sets (training, evaluation) are trusted: a budget that only stops a broken file.
 TRUSTED_MAX_PIXELS = 100_000_000
 
@@ -34,6 +37,33 @@ class UndecodableImageError(ImageError):
 
 class ImageTooLargeError(ImageError):
     """The declared pixel count exceeds the budget (decompression-bomb guard)."""
+
+
+class ImageAspectError(ImageError):
+    """The image is more than `MAX_ASPECT_RATIO` times longer than it is wide (or the reverse)."""
+
+
+def check_aspect(width: int, height: int) -> None:
+    """`ImageAspectError` when one side is more than `MAX_ASPECT_RATIO` times the other."""
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageAspectError(f"image is {width}x{height}; one side may be at most {MAX_ASPECT_RATIO} times the other")
+
+
+def check_request_pixels(uploads: list[bytes], budget: int) -> None:
+    """`ImageTooLargeError` when the images of one request have more than `budget` pixels together, read
+    from their headers only (nothing is decoded; files whose header does not parse are left to fail later)."""
+    total = 0
+    for data in uploads:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                width, height = Image.open(io.BytesIO(data)).size
+        except Exception:  # not an image: its own decode answers for it
+            continue
+        total += width * height
+    if total > budget:
+        raise ImageTooLargeError(f"the request's images have {total} pixels together; the limit is {budget} "
+                                 "(MODELHOUSE_MAX_REQUEST_PIXELS)")
 
 
 def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, declared_type: str | None = None) -> Image.Image:
@@ -67,6 +97,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, declared_ty
         raise UndecodableImageError("the image has no pixels")
     if width * height > max_pixels:
         raise ImageTooLargeError(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    check_aspect(width, height)
     return image
 
 
@@ -83,7 +114,8 @@ def decode_upright(data: bytes, *, mode: str, draft_size: tuple[int, int] | None
     lower cost (README, "Serving performance": the A/B of this change).
     """
     if draft_size is not None:
-        fast = decode_plain_jpeg(data, mode=mode, draft_size=draft_size, max_pixels=max_pixels)
+        fast = decode_plain_jpeg(data, mode=mode, draft_size=draft_size, max_pixels=max_pixels,
+                                 max_aspect=MAX_ASPECT_RATIO)
         if fast is not None:
             return fast
     image = open_image(data, max_pixels=max_pixels, declared_type=declared_type)

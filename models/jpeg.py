@@ -25,9 +25,11 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4:
            8: Image.Transpose.ROTATE_90}
 
 
-def decode_plain_jpeg(data: bytes, *, mode: str, draft_size: tuple[int, int], max_pixels: int) -> Image.Image | None:
+def decode_plain_jpeg(data: bytes, *, mode: str, draft_size: tuple[int, int], max_pixels: int,
+                      max_aspect: float) -> Image.Image | None:
     """`data` decoded upright into `mode` ("L" or "RGB") at PIL's draft scale for `draft_size`,
-    or None when `data` is not a plain JPEG (see the module docstring) and PIL should decide."""
+    or None when `data` is not a plain JPEG (see the module docstring), or is over the pixel or
+    aspect-ratio budget, and PIL's path should decide (and word the refusal)."""
     if mode not in {"L", "RGB"} or not data.startswith(START_OF_IMAGE):
         return None
     try:
@@ -35,6 +37,8 @@ def decode_plain_jpeg(data: bytes, *, mode: str, draft_size: tuple[int, int], ma
     except ValueError:
         return None
     if colorspace not in {"Gray", "YCbCr"} or not 0 < width * height <= max_pixels:
+        return None
+    if max(width, height) > max_aspect * min(width, height):
         return None
     orientation = exif_orientation(data)
     if orientation is None:

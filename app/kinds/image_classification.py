@@ -23,12 +23,13 @@ from app.errors import ApiError, domain_status
 from app.kinds.base import GONE, Decoded, ModelKind, RawRequest
 from app.schemas import ClassificationResponse, ModelRef, Prediction, TopEntry
 from app.uploads import Part, file_parts, parse_multipart
-from models.imaging import ImageError, UndecodableImageError
+from models.imaging import ImageError, UndecodableImageError, check_request_pixels
 from models.preprocessing import image_to_array, to_tensor
 from models.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
 FILE_FIELD = "file"
+OTHER_PARTS = 8  # multipart fields besides the files that a request may carry (and that are ignored)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class ImageItem:
 
     data: bytes
     content_type: str | None
+
+
+@dataclass(frozen=True)
+class TensorItem:
+    """One input the client preprocessed itself (`app.v2`): a CxHxW float32 array of the model's input
+    size, normalised (mean and std applied); only the forward pass is left to do."""
+
+    array: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -67,24 +76,31 @@ class ImageClassification(ModelKind):
     default_backend = "onnxruntime"  # no per-layer Python dispatch, GIL released; checked against torch at load
 
     def decode_request(self, model: LoadedModel, request: RawRequest) -> Decoded:
-        parts = file_parts(parse_multipart(request.body, request.content_type), FILE_FIELD,
-                           self.settings.max_files_per_request)
+        max_files = self.settings.max_files_per_request
+        parts = file_parts(parse_multipart(request.body, request.content_type, max_files + OTHER_PARTS), FILE_FIELD,
+                           max_files)
+        if len(parts) > 1:
+            check_request_pixels([p.data for p in parts], self.settings.max_request_pixels)
         default, maximum = top_k_bounds(model)
         top_k = default if request.params.top_k is None else request.params.top_k
         if top_k > maximum:
             raise ApiError(422, "invalid_parameters", f"top_k: must be at most {maximum} for {model.task}")
         return Decoded([ImageItem(p.data, p.content_type) for p in parts], ImageOptions(parts, top_k, request.params.debug))
 
-    def predict(self, model: LoadedModel, items: list[ImageItem],
+    def predict(self, model: LoadedModel, items: list[ImageItem | TensorItem],
                 alive: Callable[[int], bool] = lambda _: True) -> list[Classified | Exception]:
         """Decode + preprocess every item, then ONE forward pass over the good ones. An unexpected
         exception while decoding one item becomes that item's `UndecodableImageError`: its batch
-        mates, other clients' requests, are still answered."""
+        mates, other clients' requests, are still answered. `TensorItem`s join the forward pass as they are."""
         outcomes: list[Any] = [None] * len(items)
-        arrays, good = [], []
+        arrays, good, ready, ready_at = [], [], [], []
         for index, item in enumerate(items):
             if not alive(index):
                 outcomes[index] = GONE
+                continue
+            if type(item) is TensorItem:
+                ready.append(item.array)
+                ready_at.append(index)
                 continue
             try:
                 arrays.append(image_to_array(item.data, model.preprocessing, max_pixels=self.settings.max_image_pixels,
@@ -95,9 +111,12 @@ class ImageClassification(ModelKind):
             except Exception as exc:  # a decoder raising an unforeseen kind on odd bytes: this item's 400, logged
                 log.exception("item %d of a %s batch: preprocessing raised %s", index, model.task, type(exc).__name__)
                 outcomes[index] = UndecodableImageError(f"cannot decode the image ({type(exc).__name__}: {exc})")
-        if arrays:
-            probabilities = model.predict_proba(to_tensor(arrays, model.preprocessing))
-            for row, array, index in zip(probabilities, arrays, good):
+        if arrays or ready:
+            batches = [to_tensor(arrays, model.preprocessing)] if arrays else []
+            if ready:
+                batches.append(torch.from_numpy(np.stack(ready)))
+            probabilities = model.predict_proba(batches[0] if len(batches) == 1 else torch.cat(batches))
+            for row, array, index in zip(probabilities, arrays + ready, good + ready_at):
                 outcomes[index] = Classified(row, array)
         return outcomes
 

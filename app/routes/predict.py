@@ -32,20 +32,25 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        400: "undecodable image or malformed body",
+        400: "undecodable image or malformed body (a multipart body without its closing boundary)",
+        408: "the request body did not arrive within MODELHOUSE_BODY_TIMEOUT_S",
         404: "unknown task, version or alias",
         409: "the version fails verification",
-        413: "request body or image too large",
+        413: "request body, an image, or all the images of the request together too large; too many parts",
         415: "wrong content type for the task's kind, or a file that is not a supported image",
-        422: "invalid parameters or body fields (named in the message)",
+        422: "invalid parameters or body fields (named in the message); an image of too extreme an aspect ratio",
         503: "the model's queue is full (Retry-After says when to retry)",
         504: "inference did not finish within the request timeout",
     }.items()
 }
-IMAGE_BODY = {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"],
-    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                            "description": "one or more images (PNG, JPEG, BMP, GIF, WebP, TIFF)"}}}}}
+
+
+def image_body(max_files: int) -> dict[str, Any]:
+    return {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                "minItems": 1, "maxItems": max_files,
+                                "description": "one or more images (PNG, JPEG, BMP, GIF, WebP, TIFF)"}}}}}
 
 
 class PredictQuery(BaseModel):
@@ -84,7 +89,8 @@ class PredictEndpoint:
         server = scope["app"].state.server
         task = self.task or scope["path_params"]["task"]
         params = parse_query(scope.get("query_string", b""))
-        body = await read_body(scope, receive, server.settings.max_request_bytes)
+        settings = server.settings
+        body = await read_body(scope, receive, settings.max_request_bytes, settings.body_timeout_s)
         result = await server.predict(task, RawRequest(body, header(scope, b"content-type"), params))
         return result.model_dump_json().encode()
 
@@ -134,12 +140,12 @@ def query_parameters() -> list[dict[str, Any]]:
              "description": field.get("description", "")} for name, field in schema["properties"].items()]
 
 
-def openapi_of(kinds: list[str], *, task_in_path: bool) -> dict[str, Any]:
+def openapi_of(kinds: list[str], *, task_in_path: bool, max_files: int) -> dict[str, Any]:
     """The OpenAPI parameters and request body of a route serving `kinds`."""
     content: dict[str, Any] = {}
     for kind in kinds:
         request_model = getattr(KINDS[kind], "request_model", None)
-        content.update(IMAGE_BODY if request_model is None else
+        content.update(image_body(max_files) if request_model is None else
                        {"application/json": {"schema": request_model.model_json_schema()}})
     task = [{"name": "task", "in": "path", "required": True, "description": "task name",
              "schema": {"type": "string", "maxLength": MAX_NAME_LENGTH}, "example": "digits"}]
@@ -151,17 +157,18 @@ async def _documented_only() -> None:  # pragma: no cover - never mounted: Predi
     raise NotImplementedError
 
 
-def documented_routes(routes: dict[str, str], kinds_of: dict[str, str]) -> APIRouter:
-    """FastAPI routes describing `predict_routes(routes)` for the OpenAPI schema (`kinds_of`: task -> kind)."""
+def documented_routes(routes: dict[str, str], kinds_of: dict[str, str], max_files: int) -> APIRouter:
+    """FastAPI routes describing `PredictRoutes(routes)` for the OpenAPI schema (`kinds_of`: task -> kind)."""
     router = APIRouter(tags=["predict"])
     union = KINDS["image-classification"].response_model | KINDS["text-completion"].response_model
     router.add_api_route(GENERIC_PATH, _documented_only, methods=["POST"], response_model=union,
-                         responses=ERROR_RESPONSES, openapi_extra=openapi_of(sorted(KINDS), task_in_path=True),
+                         responses=ERROR_RESPONSES, openapi_extra=openapi_of(sorted(KINDS), task_in_path=True, max_files=max_files),
                          summary="Predict with any registered task (its kind says what the body is)", name="predict")
     for path, task in routes.items():
         kind = kinds_of.get(task)
         router.add_api_route(path, _documented_only, methods=["POST"], name=f"predict_{task}",
                              response_model=KINDS[kind].response_model if kind else union, responses=ERROR_RESPONSES,
-                             openapi_extra=openapi_of([kind] if kind else sorted(KINDS), task_in_path=False),
+                             openapi_extra=openapi_of([kind] if kind else sorted(KINDS), task_in_path=False,
+                                                   max_files=max_files),
                              summary=f"Predict with task {task!r} (alias of POST /models/{task}/predict)")
     return router

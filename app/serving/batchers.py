@@ -16,8 +16,9 @@ class Batchers:
     """
 
     def __init__(self, policy: BatchPolicy, task_policies: dict[str, dict[str, Any]],
-                 run_blocking: Callable[[BatchFn, list[Any]], Awaitable[list[Any]]]) -> None:
-        self.policy, self.task_policies, self.run_blocking = policy, task_policies, run_blocking
+                 runner: Callable[[str], Callable[..., Awaitable[list[Any]]]]) -> None:
+        """`runner(task)`: how that task's batches are run off the event loop (`InferencePool.runner`)."""
+        self.policy, self.task_policies, self.runner = policy, task_policies, runner
         self._batchers: dict[tuple[str, str], MicroBatcher] = {}
 
     def policy_for(self, model: LoadedModel) -> BatchPolicy:
@@ -28,7 +29,8 @@ class Batchers:
         key = (model.task, model.version)
         batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = self._batchers[key] = MicroBatcher(process, self.policy_for(model), self.run_blocking, observer())
+            batcher = self._batchers[key] = MicroBatcher(process, self.policy_for(model), self.runner(model.task),
+                                                         observer())
         return batcher
 
     async def close(self) -> None:

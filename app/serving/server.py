@@ -44,7 +44,7 @@ class ModelServer:
         self.cache = ModelCache(registry, device, max_loaded=settings.max_loaded_models, threads=settings.torch_threads,
                                 backend_for=self.backend_for, pinned=self._aliased)
         policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
-        self.batchers = Batchers(policy, settings.batching, self.pool.run)
+        self.batchers = Batchers(policy, settings.batching, self.pool.runner)
         self._summaries: dict[Key, dict[str, Any]] = {}
         self.readiness: dict[str, str] = {}
         self.readiness_backends: dict[str, str] = {}
@@ -76,7 +76,7 @@ class ModelServer:
         key = (model.task, model.version)
         if key not in self._summaries:
             example = example_input(model.preprocessing)
-            self._summaries[key] = await self.pool.run(layer_summary, model.network, example)
+            self._summaries[key] = await self.pool.run(layer_summary, model.network, example, task=model.task)
         return self._summaries[key]
 
     # ---- the request pipeline -------------------------------------------------------------
@@ -121,6 +121,7 @@ class ModelServer:
         status: dict[str, str] = {}
         backends: dict[str, str] = {}
         ok = True
+        self.registry.sweep_staging()
         for task in self.registry.tasks():
             if DEFAULT_ALIAS not in self.resolver.aliases(task):
                 continue

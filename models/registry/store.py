@@ -205,6 +205,15 @@ class ModelRegistry:
             raise
         return version
 
+    def sweep_staging(self) -> None:
+        """Remove every task's stale staging directories (`_sweep_staging`); the service does it at startup."""
+        try:
+            directories = [p for p in self.root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name)]
+        except OSError:
+            return
+        for directory in directories:
+            self._sweep_staging(directory)
+
     @staticmethod
     def _sweep_staging(directory: Path) -> None:
         """Remove staging directories left by a crash before their rename (older than `STALE_STAGING_S`)."""

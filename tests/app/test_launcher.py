@@ -145,3 +145,51 @@ def test_a_port_taken_by_another_server_stops_the_launch():
         proc = launch(other.getsockname()[1])
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3 and b"Address already in use" in stderr  # uvicorn's STARTUP_FAILURE
+
+
+def healthz(connection: http.client.HTTPConnection) -> None:
+    """One keep-alive GET; a connection the server closed is reopened (as any HTTP client does)."""
+    for _ in range(2):
+        try:
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            if response.getheader("connection", "").lower() == "close":
+                connection.close()
+            return
+        except (http.client.HTTPException, ConnectionError):
+            connection.close()
+    raise AssertionError("the server did not answer twice in a row")
+
+
+def test_after_a_restart_the_survivor_hands_the_new_worker_its_share_of_connections():
+    port = free_port()
+    proc = launch(port)
+    url = f"http://127.0.0.1:{port}"
+    connections: list[http.client.HTTPConnection] = []
+    try:
+        wait_until_ready(url, proc)
+        victim, survivor = worker_pids(proc)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while len(tcp_sockets(port, "0A")) != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(32)]
+        # While the replacement loads, every connection lands on the survivor; kept busy, none idles long
+        # enough for the keep-alive timeout to close it (which would rebalance it by chance).
+        while len(tcp_sockets(port, "0A")) != 2 and time.monotonic() < deadline:
+            for connection in connections:
+                healthz(connection)
+        settle = time.monotonic() + 1.5  # the launcher polls for the replacement, then signals the survivor
+        while time.monotonic() < settle:
+            for connection in connections:
+                healthz(connection)
+        replacement = next(pid for pid in worker_pids(proc) if pid != survivor)
+        established = tcp_sockets(port, "01")
+        per_worker = [len(socket_inodes(pid) & established) for pid in (survivor, replacement)]
+        assert sum(per_worker) == 32 and min(per_worker) >= 4, per_worker
+    finally:
+        for connection in connections:
+            connection.close()
+        proc.terminate()
+        proc.wait(timeout=60)

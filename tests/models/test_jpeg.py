@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from models.imaging import ImageTooLargeError, UndecodableImageError, decode_upright, load_oriented, open_image
+from models.imaging import (MAX_ASPECT_RATIO, ImageTooLargeError, UndecodableImageError, decode_upright, load_oriented,
+                            open_image)
 from models.jpeg import decode_plain_jpeg, exif_orientation
 
 LIMIT = 40_000_000
@@ -34,7 +35,7 @@ def pil_path(data: bytes, mode: str, draft_size: tuple[int, int] | None) -> np.n
 
 
 def fast_path(data: bytes, mode: str, draft_size: tuple[int, int]) -> np.ndarray:
-    image = decode_plain_jpeg(data, mode=mode, draft_size=draft_size, max_pixels=LIMIT)
+    image = decode_plain_jpeg(data, mode=mode, draft_size=draft_size, max_pixels=LIMIT, max_aspect=MAX_ASPECT_RATIO)
     assert image is not None, "the fast path declined a plain JPEG"
     return np.asarray(image)
 
@@ -92,7 +93,7 @@ def test_unusual_jpegs_are_left_to_pil():
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
     cmyk = jpeg((64, 64), mode="CMYK")
     for data in [cmyk, jpeg((64, 64), xmp=xmp), b"\xff\xd8\xff\xe0\x00", b"\x89PNG\r\n\x1a\n"]:
-        assert decode_plain_jpeg(data, mode="L", draft_size=(28, 28), max_pixels=LIMIT) is None
+        assert decode_plain_jpeg(data, mode="L", draft_size=(28, 28), max_pixels=LIMIT, max_aspect=MAX_ASPECT_RATIO) is None
     # ...and PIL's path still decodes what it can: the CMYK photo (at its draft scale), the XMP-rotated one.
     assert decode_upright(cmyk, mode="RGB", draft_size=(28, 28)).size == (32, 32)  # drafted at 1/2, as PIL does
     assert decode_upright(jpeg((64, 32), xmp=xmp), mode="L", draft_size=(28, 28)).size == (32, 64)
@@ -100,9 +101,9 @@ def test_unusual_jpegs_are_left_to_pil():
 
 def test_damaged_or_oversized_jpegs_get_pils_errors():
     data = jpeg((640, 480))
-    assert decode_plain_jpeg(data[: len(data) // 2], mode="L", draft_size=(112, 112), max_pixels=LIMIT) is None
+    assert decode_plain_jpeg(data[: len(data) // 2], mode="L", draft_size=(112, 112), max_pixels=LIMIT, max_aspect=MAX_ASPECT_RATIO) is None
     with pytest.raises(UndecodableImageError, match="truncated"):
         decode_upright(data[: len(data) // 2], mode="L", draft_size=(112, 112))
-    assert decode_plain_jpeg(data, mode="L", draft_size=(112, 112), max_pixels=640 * 480 - 1) is None
+    assert decode_plain_jpeg(data, mode="L", draft_size=(112, 112), max_pixels=640 * 480 - 1, max_aspect=MAX_ASPECT_RATIO) is None
     with pytest.raises(ImageTooLargeError, match="640x480"):
-        decode_upright(data, mode="L", draft_size=(112, 112), max_pixels=640 * 480 - 1)
+        decode_upright(data, mode="L", draft_size=(112, 112), max_pixels=640 * 480 - 1, max_aspect=MAX_ASPECT_RATIO)
