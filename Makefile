@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install serve test bench bench-seeds train-lenet verify clean-venv
+.PHONY: install serve test bench bench-seeds fuzz train-lenet verify clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| { echo "bench needs wrk: sudo apt-get install wrk"; exit 1; }
 	$(PY) -m bench
+
+# schemathesis against the service's OpenAPI schema for a few minutes; writes bench/results/fuzz.md.
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,fuzz]'
+	$(PY) -m bench.fuzz
 
 bench-seeds: $(STAMP)
 	$(PY) -m bench.lenet_seeds

@@ -1,4 +1,5 @@
-"""The error model: every failure is `{"error": {"code", "message"}}` with a fitting status.
+"""The error model: every failure is `{"error": {"code", "message"}}` with a fitting status (on the Open
+Inference Protocol's routes, `/v2`, the same status with the protocol's `{"error": "message"}`).
 
 Domain errors from `models` are mapped to HTTP here, in one table.
 """
@@ -76,21 +77,33 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def error_response(exc: Exception, method: str = "", path: str = "") -> JSONResponse:
-    """The JSON error answer for `exc`: the one mapping of exceptions to HTTP, for every route."""
+def error_parts(exc: Exception, method: str = "", path: str = "") -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """(status, JSON body, headers) of the answer to `exc`: the one mapping of exceptions to HTTP, for every route."""
     if isinstance(exc, ApiError):
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+        return exc.status, error_body(exc.code, exc.message), exc.headers
     if isinstance(exc, RequestValidationError):
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
-        return JSONResponse(error_body("invalid_parameters", _validation_message(errors), errors), status_code=422)
+        return 422, error_body("invalid_parameters", _validation_message(errors), errors), None
     if isinstance(exc, StarletteHTTPException):
         code = HTTP_CODES.get(exc.status_code, "error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+        return exc.status_code, error_body(code, str(exc.detail)), exc.headers
     mapped = domain_status(exc)
     if mapped is not None:
-        return JSONResponse(error_body(mapped[1], str(exc)), status_code=mapped[0])
+        return mapped[0], error_body(mapped[1], str(exc)), None
     log.exception("unhandled error on %s %s", method, path, exc_info=exc)
-    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+    return 500, error_body("internal_error", "internal server error"), None
+
+
+def error_response(exc: Exception, method: str = "", path: str = "") -> JSONResponse:
+    """The JSON error answer for `exc` (`error_parts`)."""
+    status, body, headers = error_parts(exc, method, path)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def oip_error_response(exc: Exception, method: str = "", path: str = "") -> JSONResponse:
+    """The same answer in the Open Inference Protocol's shape, `{"error": "message"}` (the `/v2` routes)."""
+    status, body, headers = error_parts(exc, method, path)
+    return JSONResponse({"error": body["error"]["message"]}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -27,6 +27,7 @@ from app.middleware import RequestMiddleware
 from app.routes import health, models, page, predict
 from app.serving.server import ModelServer
 from app.settings import Settings
+from app.v2 import V2Routes
 from models.devices import select_device
 from models.registry import DEFAULT_ALIAS, ModelRegistry, RegistryError
 
@@ -62,12 +63,13 @@ def kinds_of(registry: ModelRegistry, tasks: list[str]) -> dict[str, str]:
 
 
 class ServiceApp(FastAPI):
-    """FastAPI, with the prediction routes answered inside the service's middleware (`user_middleware`:
-    `RequestMiddleware`'s request ids and metrics, and whatever `add_middleware` adds later) but before FastAPI's own per-request
-    layers (see `app.routes.predict`). Every other route takes FastAPI's usual stack inside the same
-    middleware."""
+    """FastAPI, with the prediction routes (and the Open Inference Protocol's, `app.v2`) answered inside the
+    service's middleware (`user_middleware`: `RequestMiddleware`'s request ids and metrics, and whatever
+    `add_middleware` adds later) but before FastAPI's own per-request layers (see `app.routes.predict`).
+    Every other route takes FastAPI's usual stack inside the same middleware."""
 
     predict_routes: predict.PredictRoutes
+    v2_routes: V2Routes = V2Routes()  # stateless
 
     def build_middleware_stack(self) -> ASGIApp:
         user_middleware, self.user_middleware = self.user_middleware, []
@@ -75,14 +77,18 @@ class ServiceApp(FastAPI):
             fastapi_stack = super().build_middleware_stack()  # its error, body-limit and exception layers, router
         finally:
             self.user_middleware = user_middleware
-        routes = self.predict_routes
+        routes, v2 = self.predict_routes, self.v2_routes
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             route = routes.match(scope)
-            if route is None:
+            if route is not None:
+                await routes.serve(route, scope, receive, send)
+                return
+            v2_route = v2.match(scope)
+            if v2_route is None:
                 await fastapi_stack(scope, receive, send)
             else:
-                await routes.serve(route, scope, receive, send)
+                await v2.serve(v2_route, scope, receive, send)
 
         stack: ASGIApp = dispatch
         for cls, args, kwargs in reversed(user_middleware):

@@ -219,9 +219,11 @@ def settle(url: str, payload: Payload, pause: float = 0.5) -> None:
     time.sleep(pause)
 
 
-def run_wrk(url: str, payload: Payload, connections: int, duration: int, timeout: int) -> WrkResult:
-    """One `wrk -t1 -cN -dS` run posting `payload` to /digits; raises `BenchError` without a summary line."""
-    cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s", "-s", str(LUA_SCRIPT),
+def run_wrk(url: str, payload: Payload, connections: int, duration: int, timeout: int,
+            script: Path = LUA_SCRIPT) -> WrkResult:
+    """One `wrk -t1 -cN -dS` run posting `payload` to its endpoint with the wrk Lua `script` (default: the
+    multipart one); raises `BenchError` without a summary line."""
+    cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s", "-s", str(script),
            f"{url}{payload.endpoint}", "--", str(payload.path), payload.filename, payload.content_type]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout + 60)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(WRK_MARKER)), None)

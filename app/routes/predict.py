@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
@@ -43,6 +44,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         504: "inference did not finish within the request timeout",
     }.items()
 }
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
 
 
 def image_body(max_files: int) -> dict[str, Any]:
@@ -50,7 +52,8 @@ def image_body(max_files: int) -> dict[str, Any]:
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
                                 "minItems": 1, "maxItems": max_files,
-                                "description": "one or more images (PNG, JPEG, BMP, GIF, WebP, TIFF)"}}}}}
+                                "description": "one or more images (PNG, JPEG, BMP, GIF, WebP, TIFF)"}}},
+        "encoding": {"file": {"contentType": ", ".join(IMAGE_TYPES)}}}}
 
 
 class PredictQuery(BaseModel):
@@ -106,8 +109,8 @@ class PredictRoutes:
         self._by_path = {route.path: route for route in self.routes[1:]}
 
     def match(self, scope: Scope) -> Route | None:
-        """The route a POST `scope` is for (its path parameters set in the scope), else None."""
-        if scope["type"] != "http" or scope["method"] != "POST":
+        """The route `scope`'s path is for (its path parameters set in the scope), else None."""
+        if scope["type"] != "http":
             return None
         path = scope["path"]
         route = self._by_path.get(path)
@@ -115,7 +118,7 @@ class PredictRoutes:
             return route
         if path.startswith("/models/") and path.endswith("/predict"):
             match, child = self.routes[0].matches(scope)
-            if match is Match.FULL:
+            if match is not Match.NONE:  # PARTIAL: the path fits, the method does not (serve answers 405)
                 scope.update(child)
                 return self.routes[0]
         return None
@@ -124,6 +127,8 @@ class PredictRoutes:
     async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = route  # the metrics' label: the route template, not the raw path
         try:
+            if scope["method"] != "POST":
+                raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": "POST"})
             body = await route.endpoint(scope, receive)
         except Exception as exc:  # nothing was sent yet: every failure gets its JSON answer
             await error_response(exc, "POST", scope["path"])(scope, receive, send)
@@ -133,11 +138,17 @@ class PredictRoutes:
 
 
 # ---- the OpenAPI description of the same table ----------------------------------------------------
-def query_parameters() -> list[dict[str, Any]]:
-    """`PredictQuery` as OpenAPI query parameters (the docs and the parser are the same model)."""
+IMAGE_ONLY_PARAMETERS = ("top_k", "debug")
+
+
+def query_parameters(kinds: list[str]) -> list[dict[str, Any]]:
+    """`PredictQuery` as OpenAPI query parameters of a route serving `kinds` (the docs and the parser are
+    the same model; a text-only route documents only `version`)."""
     schema = PredictQuery.model_json_schema()
+    images = any(getattr(KINDS[kind], "request_model", None) is None for kind in kinds)
     return [{"name": name, "in": "query", "required": False, "schema": field,
-             "description": field.get("description", "")} for name, field in schema["properties"].items()]
+             "description": field.get("description", "")} for name, field in schema["properties"].items()
+            if images or name not in IMAGE_ONLY_PARAMETERS]
 
 
 def openapi_of(kinds: list[str], *, task_in_path: bool, max_files: int) -> dict[str, Any]:
@@ -149,7 +160,7 @@ def openapi_of(kinds: list[str], *, task_in_path: bool, max_files: int) -> dict[
                        {"application/json": {"schema": request_model.model_json_schema()}})
     task = [{"name": "task", "in": "path", "required": True, "description": "task name",
              "schema": {"type": "string", "maxLength": MAX_NAME_LENGTH}, "example": "digits"}]
-    return {"parameters": (task if task_in_path else []) + query_parameters(),
+    return {"parameters": (task if task_in_path else []) + query_parameters(kinds),
             "requestBody": {"required": True, "content": content}}
 
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from pydantic import BaseModel
 
 from app.batching import BatchPolicy, QueueFullError, gather_with_timeout
 from app.errors import ApiError
-from app.kinds import KINDS, ModelKind, RawRequest
+from app.kinds import KINDS, Decoded, ModelKind, RawRequest
 from app.metrics import Metrics
 from app.serving.batchers import Batchers
 from app.serving.cache import Key, ModelCache
@@ -31,6 +32,11 @@ from models.preprocessing import example_input
 from models.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+def _kind_response(kind: ModelKind, model: LoadedModel, decoded: Decoded, outcomes: list[Any]) -> BaseModel:
+    return kind.encode_response(model, decoded, outcomes)
 
 
 class ModelServer:
@@ -82,17 +88,26 @@ class ModelServer:
     # ---- the request pipeline -------------------------------------------------------------
     async def predict(self, task: str, request: RawRequest) -> BaseModel:
         """Answer one prediction request for `task`. Raises `ApiError` or domain errors (mapped in app.errors)."""
+        return await self.serve(task, request.params.version, lambda kind, model: kind.decode_request(model, request),
+                                _kind_response)
+
+    async def serve(self, task: str, ref: str, decode: Callable[[ModelKind, LoadedModel], Decoded],
+                    encode: Callable[[ModelKind, LoadedModel, Decoded, list[Any]], R]) -> R:
+        """The pipeline of every prediction route, whatever the request looks like on the wire: the kind's own
+        body (`predict`) or Open Inference Protocol tensors (`app.v2`). Acquire version `ref` of `task`,
+        `decode(kind, model)` the request into the kind's batch items, run them through the micro-batcher,
+        `encode(kind, model, decoded, outcomes)` the answer, count it."""
         started = time.perf_counter()
-        model = await self.acquire(task, request.params.version)
+        model = await self.acquire(task, ref)
         kind = self.kind_of(model.manifest)
-        decoded = kind.decode_request(model, request)
-        if decoded.version is not None and decoded.version != request.params.version:
+        decoded = decode(kind, model)
+        if decoded.version is not None and decoded.version != ref:
             model = await self.acquire(task, decoded.version)  # the body names the version (text kinds)
             if self.kind_of(model.manifest) is not kind:
                 raise ApiError(409, "invalid_model", f"{task}/{model.version} is not a {kind.name} model")
-            decoded = kind.decode_request(model, request)
+            decoded = decode(kind, model)
         outcomes = await self._run_batched(model, kind, decoded.items)
-        response = kind.encode_response(model, decoded, outcomes)
+        response = encode(kind, model, decoded, outcomes)
         metrics = self.metrics
         metrics.child(metrics.predictions, task, model.version).inc(len(decoded.items))
         metrics.child(metrics.prediction_latency, task, model.version).observe(time.perf_counter() - started)

@@ -54,12 +54,13 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    note: str = ""  # what it holds, for error messages
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
     def __str__(self) -> str:
-        return f"{self.name!r} {signature(self.datatype, self.shape)}"
+        return f"{self.name!r} {signature(self.datatype, self.shape)}" + (f" ({self.note})" if self.note else "")
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,9 @@ class ImageAdapter(KindAdapter):
     classifiable = frozenset({PROBABILITIES})
 
     def inputs(self, manifest: Manifest) -> list[TensorSpec]:
-        return [TensorSpec(self.IMAGE, BYTES, (-1,)),
-                TensorSpec(self.INPUT, "FP32", (-1, *example_input(manifest.preprocessing).shape[1:]))]
+        return [TensorSpec(self.IMAGE, BYTES, (-1,), "encoded image files, shape [N] or [N,1]"),
+                TensorSpec(self.INPUT, "FP32", (-1, *example_input(manifest.preprocessing).shape[1:]),
+                           "preprocessed and normalised")]
 
     def outputs(self, manifest: Manifest) -> list[TensorSpec]:
         specs = [TensorSpec(self.PROBABILITIES, "FP32", (-1, manifest.num_classes)), TensorSpec(self.LABEL, BYTES, (-1,))]
@@ -139,9 +141,8 @@ class ImageAdapter(KindAdapter):
     def decode(self, kind: ModelKind, model: LoadedModel, request: InferRequest) -> Decoded:
         tensor = self.one_input(model, request)
         settings = kind.settings
-        image = tensor.name == self.IMAGE and batch_of(tensor, BYTES)
-        if not image and not (tensor.name == self.INPUT and tensor.datatype == "FP32" and len(tensor.shape) == 4
-                              and tensor.shape[0] >= 1 and tensor.shape[1:] == self.inputs(model.manifest)[1].shape[1:]):
+        image = tensor.name == self.IMAGE and batch_of(tensor, BYTES) is not None
+        if not image and not self._preprocessed(model, tensor):
             raise self.wrong_signature(model, f"{tensor.name!r} {tensor.signature}")
         if tensor.shape[0] > settings.max_files_per_request:
             raise bad_request(f"input {tensor.name!r}: {tensor.shape[0]} items; at most {settings.max_files_per_request} "
@@ -158,6 +159,12 @@ class ImageAdapter(KindAdapter):
                 raise bad_request(f"input {self.INPUT!r}: holds NaN or infinite values")
             items = [TensorItem(array) for array in batch]
         return Decoded(items, V2Options(self.requested(model, request)))
+
+    def _preprocessed(self, model: LoadedModel, tensor: InferInput) -> bool:
+        """Whether `tensor` is `input` FP32 [N,C,H,W] of the model's input size."""
+        shape, expected = tensor.shape, self.inputs(model.manifest)[1].shape
+        return (tensor.name == self.INPUT and tensor.datatype == "FP32" and len(shape) == len(expected)
+                and shape[0] >= 1 and shape[1:] == expected[1:])
 
     @classmethod
     def _file(cls, element: bytes | str, index: int) -> bytes:
@@ -201,7 +208,7 @@ class TextAdapter(KindAdapter):
     COMPLETIONS, PROBABILITIES, ENDED = "completions", "probabilities", "ended"
 
     def inputs(self, manifest: Manifest) -> list[TensorSpec]:
-        return [TensorSpec(self.PREFIX, BYTES, (-1,))]
+        return [TensorSpec(self.PREFIX, BYTES, (-1,), "UTF-8 text, shape [N] or [N,1]")]
 
     def outputs(self, manifest: Manifest) -> list[TensorSpec]:
         return [TensorSpec(self.COMPLETIONS, BYTES, (-1, -1)), TensorSpec(self.PROBABILITIES, "FP32", (-1, -1)),
@@ -209,7 +216,7 @@ class TextAdapter(KindAdapter):
 
     def decode(self, kind: ModelKind, model: LoadedModel, request: InferRequest) -> Decoded:
         tensor = self.one_input(model, request)
-        if tensor.name != self.PREFIX or not batch_of(tensor, BYTES):
+        if tensor.name != self.PREFIX or batch_of(tensor, BYTES) is None:
             raise self.wrong_signature(model, f"{tensor.name!r} {tensor.signature}")
         if len(tensor.data) > kind.settings.max_files_per_request:
             raise bad_request(f"input {self.PREFIX!r}: {len(tensor.data)} prefixes; at most "

@@ -28,11 +28,11 @@ def grey_png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def probe(client, mnist_test) -> None:
-    """The service answers a normal request right after."""
+def probe(client, mnist_test, within_s: float = 1.0) -> None:
+    """The service answers a normal request right after, within `within_s`."""
     started = time.monotonic()
     assert client.post("/digits", files=files_of(png_bytes(mnist_test[0][0]))).status_code == 200
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < within_s
 
 
 @pytest.mark.parametrize("path", ["/imagenet/top5", "/components", "/digits"])
@@ -149,6 +149,7 @@ def test_staging_directories_are_never_versions_and_stale_ones_are_swept(client,
     version = registry.resolve("digits")
     staging = store / "digits" / ".staging-crashed"
     shutil.copytree(store / "digits" / version, staging)
+    os.utime(staging)  # copytree keeps the source's old mtime: this one is fresh (a registration in progress)
     assert client.get("/models/digits").status_code == 200
     assert ".staging-crashed" not in registry.versions("digits")
     registry.verify_version("digits", version)
@@ -193,7 +194,7 @@ def test_a_slow_task_does_not_take_the_threads_of_a_fast_one(client, mnist_test,
         sender.start()
     try:
         assert busy.acquire(timeout=30) and busy.acquire(timeout=30)  # both ImageNet threads are held
-        probe(client, mnist_test)
+        probe(client, mnist_test, within_s=10)  # with one shared pool it would wait for the gate (30 s)
     finally:
         gate.set()
         for sender in senders:
