@@ -59,7 +59,7 @@ async def _read_chunks(receive: Receive, limit: int) -> bytes:
             raise ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -44,3 +44,25 @@ def random_affine(images: torch.Tensor, ranges: AffineRanges, generator: torch.G
     theta = torch.cat([inverse, -(inverse @ shift.unsqueeze(2))], dim=2).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid.to(images.device), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator, *,
+                     flip: bool = True) -> torch.Tensor:
+    """The CIFAR augmentation on an NCHW batch: pad each side by `padding` (reflection), cut a random crop of
+    the original size per image, and mirror each image left-right with probability 1/2 (with `flip`).
+    Offsets and flips are drawn from `generator`; `padding` 0 and no `flip` return `images` unchanged."""
+    n, _, height, width = images.shape
+    out = images
+    if padding > 0:
+        padded = F.pad(images, (padding, padding, padding, padding), mode="reflect")
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        rows = (dy[:, None] + torch.arange(height))[:, None, :, None]  # n x 1 x H x 1
+        cols = (dx[:, None] + torch.arange(width))[:, None, None, :]  # n x 1 x 1 x W
+        batch = torch.arange(n)[:, None, None, None]
+        channels = torch.arange(images.shape[1])[None, :, None, None]
+        out = padded[batch, channels, rows.to(images.device), cols.to(images.device)]
+    if flip:
+        mirror = (torch.rand(n, generator=generator) < 0.5).to(images.device)[:, None, None, None]
+        out = torch.where(mirror, out.flip(3), out)
+    return out

@@ -51,8 +51,10 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
     return {key: portable_path(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
 
 
-def run_dir(out_dir: Path | None, trainer: str) -> Path:
-    """The run folder, created: `out_dir`, else `runs/<trainer>/<local time>`."""
+def run_dir(out_dir: Path | None, trainer: str, *, create: bool = True) -> Path:
+    """The run folder, created (unless not `create`: then whoever writes first creates it): `out_dir`, else
+    `runs/<trainer>/<local time>`."""
     directory = out_dir or Path("runs") / trainer / time.strftime("%Y%m%d-%H%M%S")
-    directory.mkdir(parents=True, exist_ok=True)
+    if create:
+        directory.mkdir(parents=True, exist_ok=True)
     return directory

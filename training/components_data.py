@@ -1,4 +1,5 @@
-"""Component photos: the image-folder tree, augmented views, and cached backbone features.
+"""Photos for transfer learning: augmented views and cached backbone features (the image-folder tree itself is
+`training.image_folder`, whose names are re-exported here).
 
 A frozen backbone makes the same features for the same pixels, so each photo (and each of its
 augmented views) goes through the backbone once; the classifier head then trains on the cached
@@ -8,7 +9,6 @@ vectors in seconds.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,55 +23,22 @@ from models.imaging import TRUSTED_MAX_PIXELS, load_oriented, open_image
 from models.optimize import inference_module
 from models.paths import data_dir
 from models.preprocessing import image_to_array, to_tensor
-from models.registry.manifest import sha256_file
+from training.image_folder import IMAGE_SUFFIXES, Split, class_names, file_hashes, load_split
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+__all__ = ["DEFAULT_DATA_DIR", "IMAGE_SUFFIXES", "Split", "augmentation", "augmented_array", "class_names", "extract",
+           "feature_extractor", "file_hashes", "last_linear", "load_split", "working_copy"]
+
 DEFAULT_DATA_DIR = data_dir("components")
 
 
-@dataclass(frozen=True)
-class Split:
-    """Photos of one split with their class indices."""
-
-    paths: list[Path]
-    targets: list[int]
-
-
-def class_names(root: Path) -> list[str]:
-    """Class names: the sub-folders of `root/train`, sorted."""
-    train = root / "train"
-    if not train.is_dir():
-        raise FileNotFoundError(f"{train} not found: expected {root}/train/<class>/*.jpg (and validation/)")
-    names = sorted(p.name for p in train.iterdir() if p.is_dir())
-    if len(names) < 2:
-        raise FileNotFoundError(f"{train} needs at least two class folders, found {names}")
-    return names
-
-
-def load_split(root: Path, split: str, classes: list[str], limit: int = 0) -> Split:
-    """The photos of `root/split/<class>/` (at most `limit` per class when > 0)."""
-    paths, targets = [], []
-    for index, name in enumerate(classes):
-        folder = root / split / name
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-        files = files[:limit] if limit else files
-        paths += files
-        targets += [index] * len(files)
-    return Split(paths, targets)
-
-
-def file_hashes(*splits: Split, root: Path) -> dict[str, str]:
-    """sha256 of every photo, keyed by its path relative to `root` (the dataset's lineage)."""
-    return {str(p.relative_to(root)): sha256_file(p) for split in splits for p in split.paths}
-
-
-def augmentation(preset: dict[str, Any]) -> v2.Compose:
-    """Random resized crop, flips, rotation and colour jitter, at the preset's input size."""
+def augmentation(preset: dict[str, Any], *, vertical_flip: bool = True) -> v2.Compose:
+    """Random resized crop, flips (vertical ones too with `vertical_flip`: components lie in any orientation on
+    the bench, landscapes do not), rotation and colour jitter, at the preset's input size."""
     size = preset["size"][0]
     return v2.Compose([
         v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
-        v2.RandomVerticalFlip(),  # components lie in any orientation on the bench
+        *([v2.RandomVerticalFlip()] if vertical_flip else []),
         v2.RandomRotation(20),
         v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
     ])
@@ -108,8 +75,9 @@ def last_linear(network: nn.Module) -> tuple[str, nn.Linear]:
 @torch.inference_mode()
 def extract(extractor: nn.Module, paths: list[Path], preset: dict[str, Any], *, views: int = 0,
             transform: v2.Compose | None = None, batch_size: int = 16, progress: bool = True,
-            desc: str = "features") -> torch.Tensor:
-    """Features of each photo: the plain (serving) view first, then `views` augmented ones.
+            desc: str = "features", device: torch.device | None = None) -> torch.Tensor:
+    """Features of each photo: the plain (serving) view first, then `views` augmented ones; the extractor
+    runs on `device` (default: where it is), the features come back on the CPU.
 
     Returns (1 + views) x N x D.
     """
@@ -123,6 +91,7 @@ def extract(extractor: nn.Module, paths: list[Path], preset: dict[str, Any], *, 
                 arrays = [image_to_array(p.read_bytes(), preset, max_pixels=TRUSTED_MAX_PIXELS) for p in chunk]
             else:
                 arrays = [augmented_array(working_copy(p, preset), transform) for p in chunk]
-            rows.append(extractor(to_tensor(arrays, preset)).float())
+            batch = to_tensor(arrays, preset)
+            rows.append(extractor(batch if device is None else batch.to(device)).float().cpu())
         out.append(torch.cat(rows))
     return torch.stack(out)

@@ -107,10 +107,13 @@ def serving_tensor(paths: list[Path], preset: dict[str, Any]) -> torch.Tensor:
 
 def fine_tune(network: nn.Module, head_name: str, *, train_images: list[Image.Image], train_targets: list[int],
               val_x: torch.Tensor, val_y: torch.Tensor, preset: dict[str, Any], transform: v2.Compose,
-              args: argparse.Namespace, generator: torch.Generator) -> tuple[FitResult, list[str]]:
-    """Train the head and the last `args.unfreeze` units of `network` in place; the best validation-loss
-    weights are kept. Returns the fit result and the names of the parameters that learned."""
+              args: argparse.Namespace, generator: torch.Generator, device: torch.device = torch.device("cpu"),
+              checkpoint: Path | None = None, resume_from: dict[str, Any] | None = None) -> tuple[FitResult, list[str]]:
+    """Train the head and the last `args.unfreeze` units of `network` in place, on `device` (the network ends on
+    the CPU); the best validation-loss weights are kept. `checkpoint` / `resume_from` are `fit`'s. Returns the
+    fit result and the names of the parameters that learned."""
     trainable = unfreeze_tail(network, head_name, args.unfreeze)
+    network.to(device)
     model = FrozenStatistics(network)
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = build_optimizer("adamw", params, lr=args.finetune_lr, weight_decay=args.finetune_weight_decay)
@@ -121,10 +124,11 @@ def fine_tune(network: nn.Module, head_name: str, *, train_images: list[Image.Im
                                                                 args.batch_size, generator),
                  dev_batches=lambda: tensor_batches(val_x, val_y, args.batch_size), steps_per_epoch=steps,
                  optimizer=optimizer, schedule=schedule,
-                 epochs=args.finetune_epochs, device=torch.device("cpu"),
+                 epochs=args.finetune_epochs, device=device,
                  early_stopping=EarlyStopping(patience=args.finetune_patience, min_delta=1e-4),
                  train_loss=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), progress=args.progress,
-                 generator=generator)
+                 generator=generator, checkpoint=checkpoint, resume_from=resume_from)
+    network.cpu()
     for parameter in network.parameters():
         parameter.requires_grad_(False)
     return result, trainable

@@ -11,6 +11,7 @@ from torch import nn
 from models.networks.char_rnn import CharRNN
 from models.networks.efficientnet_lite import EfficientNetLite
 from models.networks.lenet import CNN2, LeNet5, LeNet5Tanh, Seed000
+from models.networks.small_resnet import SmallResNet
 from models.networks.torchvision_zoo import build_torchvision
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
@@ -21,6 +22,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "char-rnn": CharRNN,
     "efficientnet_lite": EfficientNetLite,  # args: variant ("lite0".."lite4"), num_classes
     "torchvision": build_torchvision,  # args: model (any torchvision classifier), kwargs
+    "small-resnet": SmallResNet,  # args: num_classes, width, depth, stages (RGB images of any size, e.g. 32x32)
 }
 
 # The 1x28x28 digit classifiers (what `training.lenet --arch` offers).

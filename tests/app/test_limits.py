@@ -183,7 +183,7 @@ def test_a_slow_task_does_not_take_the_threads_of_a_fast_one(client, mnist_test,
             gate.wait(30)
         return real(self, model, items, alive)
 
-    probe(client, mnist_test)  # warm: the digits pool and batcher exist
+    probe(client, mnist_test, within_s=10)  # warm: the digits pool, batcher and session exist
     monkeypatch.setattr(kind_module.ImageClassification, "predict", predict)
     photo = (IMAGENET := __import__("tests.conftest", fromlist=["IMAGENET_SAMPLES"]).IMAGENET_SAMPLES) / "teapot.jpg"
     results = []
