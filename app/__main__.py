@@ -16,6 +16,7 @@ import tempfile
 
 import uvicorn
 
+from app.protocol import HeaderTimeoutProtocol
 from app.request_ids import configure_logging
 from app.settings import Settings
 from app.workers import APP_FACTORY, run_workers
@@ -43,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="modelhouse-metrics-")  # fresh: no stale samples from an old run
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    options = {"log_level": args.log_level, "access_log": False, "factory": True,
+    options = {"log_level": args.log_level, "access_log": False, "factory": True, "http": HeaderTimeoutProtocol,
                "timeout_keep_alive": settings.keep_alive_timeout_s, "limit_concurrency": settings.max_connections}
+    HeaderTimeoutProtocol.timeout_s = settings.header_timeout_s
     configure_logging(args.log_level)
     try:
         if args.workers == 1:
             uvicorn.run(APP_FACTORY, host=args.host, port=args.port, **options)
             return 0
-        return run_workers(args.workers, args.host, args.port, options)
+        return run_workers(args.workers, args.host, args.port, options, header_timeout_s=settings.header_timeout_s)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(100_000_000, gt=0, description="pixels of all the images of one request "
                                     "together, checked from their headers before any is decoded (413)")
     body_timeout_s: float = Field(30.0, gt=0, description="the whole request body must arrive within this (408)")
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection whose request headers are not complete "
+                                    "this long after it opened (or after the request's first byte) is closed")
     keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
     max_connections: int = Field(1000, ge=1, description="concurrent connections and requests per worker process; "
                                  "past it uvicorn answers 503 at once (its limit_concurrency)")

@@ -27,6 +27,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from app.protocol import HeaderTimeoutProtocol
 from app.request_ids import configure_logging
 
 log = logging.getLogger("uvicorn.error")
@@ -82,9 +83,11 @@ class WorkerServer(uvicorn.Server):
         log.info("rebalancing: closed %d of %d connections", len(connections) // self.workers, len(connections))
 
 
-def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], workers: int = 1, listening: Any = None) -> None:
+def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], workers: int = 1, listening: Any = None,
+              header_timeout_s: float = HeaderTimeoutProtocol.timeout_s) -> None:
     """One worker process: its own socket, one uvicorn server; exits STARTUP_FAILURE if it never started."""
     configure_logging(uvicorn_options.get("log_level", "info"))  # a spawned interpreter: its own logging setup
+    HeaderTimeoutProtocol.timeout_s = header_timeout_s
     server = WorkerServer(uvicorn.Config(APP_FACTORY, host=host, port=port, **uvicorn_options), workers, listening)
     try:
         sock = bound_socket(host, port)
@@ -96,7 +99,8 @@ def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], workers: in
         sys.exit(STARTUP_FAILURE)
 
 
-def run_workers(count: int, host: str, port: int, uvicorn_options: dict[str, Any]) -> int:
+def run_workers(count: int, host: str, port: int, uvicorn_options: dict[str, Any], *,
+                header_timeout_s: float = HeaderTimeoutProtocol.timeout_s) -> int:
     """Run `count` workers until SIGINT/SIGTERM; returns the exit status (STARTUP_FAILURE if one cannot start)."""
     uvicorn.Config(APP_FACTORY, host=host, port=port, **uvicorn_options)  # sets up uvicorn's logging here too
     try:
@@ -117,7 +121,8 @@ def run_workers(count: int, host: str, port: int, uvicorn_options: dict[str, Any
 
     def start() -> BaseProcess:
         event = context.Event()
-        process = context.Process(target=serve_one, args=(host, port, uvicorn_options, count, event), daemon=False)
+        process = context.Process(target=serve_one, args=(host, port, uvicorn_options, count, event, header_timeout_s),
+                                  daemon=False)
         process.start()
         listening[process.pid] = event
         log.info("started worker process [%d]", process.pid)

@@ -193,3 +193,34 @@ def test_after_a_restart_the_survivor_hands_the_new_worker_its_share_of_connecti
             connection.close()
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_a_silent_or_byte_a_second_client_is_dropped_after_the_header_timeout():
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), "--workers", "1", "--log-level", "warning"],
+                            cwd=REPO, env={**env, "MODELHOUSE_HEADER_TIMEOUT_S": "1", "MODELHOUSE_PRELOAD": "false"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, proc)
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        started = time.monotonic()
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":  # a byte every 0.2 s: never a whole header block
+            try:
+                slow.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 4:
+                break
+        for connection in (silent, slow):
+            connection.settimeout(5)
+            assert connection.recv(1024) == b"", "the server should have closed it"  # closed: EOF
+        assert time.monotonic() - started < 6
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:  # and it goes on serving
+            assert response.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
