@@ -170,10 +170,12 @@ def test_the_layer_summary_is_computed_once_per_version(client, monkeypatch):
     assert len(calls) == 1
 
 
-def test_a_slow_task_does_not_take_the_threads_of_a_fast_one(client, mnist_test, monkeypatch):
+def test_a_slow_task_does_not_take_the_threads_of_a_fast_one(make_client, mnist_test, monkeypatch):
     """Each task has its own inference threads: with every ImageNet thread busy, digits still answer."""
     import app.kinds.image_classification as kind_module
 
+    # one photo per batch, two batches at once: four requests hold both of ImageNet's threads
+    client = make_client(batching={"imagenet": {"max_batch_size": 1, "concurrency": 2}}, inference_workers=2)
     gate, busy = threading.Event(), threading.Semaphore(0)
     real = kind_module.ImageClassification.predict
 
