@@ -60,6 +60,8 @@ class TaskSummary(BaseModel):
     task: str = Field(examples=["digits"])
     kind: str | None = Field(None, description="the production version's kind", examples=["image-classification"])
     title: str | None = Field(None, description="the production version's title", examples=["Handwritten digits"])
+    input: str | None = Field(None, description="the production version's preprocessing kind (what its inputs are)",
+                              examples=["digit"])
     aliases: dict[str, str] = Field(examples=[{"production": "20261123-201500-lenet5"}])
     versions: list[str]
 

@@ -36,7 +36,8 @@ async def list_models(server: ServerDep) -> ModelsIndex:
         aliases = registry.aliases(task)
         production = registry.manifest(task, aliases[DEFAULT_ALIAS]) if DEFAULT_ALIAS in aliases else None
         summaries.append(TaskSummary(task=task, kind=production.kind if production else None,
-                                     title=production.title if production else None, aliases=aliases,
+                                     title=production.title if production else None,
+                                     input=production.preprocessing.get("kind") if production else None, aliases=aliases,
                                      versions=registry.versions(task)))
     return ModelsIndex(tasks=summaries)
 

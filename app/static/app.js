@@ -80,7 +80,8 @@ function initTabs() {
   });
 }
 
-// The task a panel of its own serves (data-task), and its prediction URL: every task has the same one.
+// The task a page of its own serves (set from the registry by addTaskTabs), and its prediction URL: every
+// task has the same one.
 const taskOf = (panel) => $(panel).dataset.task;
 const predictUrl = (task) => `/models/${encodeURIComponent(task)}/predict`;
 
@@ -216,17 +217,21 @@ function addPhotoTab(task, title) {
   zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") zone.querySelector("input").click(); });
 }
 
-async function addPhotoTabs() {
-  const own = new Set([...document.querySelectorAll("[data-task]")].map((panel) => panel.dataset.task));
+// Binds the drawing page to the first image task that takes digits, word completion to the first text task,
+// and gives every other image task a photo tab: what a task takes decides, never its name.
+async function addTaskTabs() {
   try {
-    for (const { task, kind, title } of (await api("/models")).tasks) {
-      if (kind === "image-classification" && !own.has(task)) addPhotoTab(task, title || task);
+    for (const { task, kind, title, input } of (await api("/models")).tasks) {
+      if (kind === "text-completion" && !taskOf("panel-words")) $("panel-words").dataset.task = task;
+      else if (kind === "image-classification" && input === "digit" && !taskOf("panel-digits")) {
+        $("panel-digits").dataset.task = task;
+      } else if (kind === "image-classification") addPhotoTab(task, title || task);
     }
   } finally {
     initTabs();
   }
 }
-addPhotoTabs();
+addTaskTabs();
 
 // The digits tab takes dropped photos too.
 canvas.addEventListener("dragover", (e) => e.preventDefault());
