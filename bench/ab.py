@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from bench.http import (free_port, make_payloads, preflight, process_tree_cpu_s, require_wrk, run_wrk, server_process,
-                        settle)
+                        settle, summarize_runs)
 from bench.report import RESULTS_DIR, command_line, markdown_table, publish
 
 log = logging.getLogger("bench.ab")
@@ -43,14 +41,6 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
             raise SystemExit(f"bench.ab: expected KEY=VALUE, got {pair!r}")
         env[key] = value
     return env
-
-
-def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"runs": runs}
-    for key in ("req_s", "p99", "cpu_ms"):
-        values = [r[key] for r in runs]
-        summary.update({f"median_{key}": statistics.median(values), f"min_{key}": min(values), f"max_{key}": max(values)})
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append({"req_s": round(result.requests_per_s, 1), "p50": result.latency_ms["p50"],
                                "p99": result.latency_ms["p99"], "cpu_ms": round(cpu_ms, 3), "errors": result.error_total})
             log.info("round %d %s: %s", round_index + 1, name, runs[name][-1])
-    report = {name: {"env": configs[name], "repo": str(repos[name] or "."), **summarize(runs[name])} for name in ("A", "B")}
+    report = {name: {"env": configs[name], "repo": str(repos[name] or "."), **summarize_runs(runs[name])} for name in ("A", "B")}
     rows = []
     for name in ("A", "B"):
         r = report[name]

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +53,15 @@ class Payload:
     label: int | str
     description: str
     endpoint: str = "/digits"
+
+
+def summarize_runs(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Median, min and max of req/s, p99 and server CPU per request over alternated rounds."""
+    summary: dict[str, Any] = {"runs": runs}
+    for key in ("req_s", "p99", "cpu_ms"):
+        values = [r[key] for r in runs]
+        summary.update({f"median_{key}": statistics.median(values), f"min_{key}": min(values), f"max_{key}": max(values)})
+    return summary
 
 
 def process_tree_cpu_s(pid: int) -> float:
@@ -220,11 +230,11 @@ def settle(url: str, payload: Payload, pause: float = 0.5) -> None:
 
 
 def run_wrk(url: str, payload: Payload, connections: int, duration: int, timeout: int,
-            script: Path = LUA_SCRIPT) -> WrkResult:
-    """One `wrk -t1 -cN -dS` run posting `payload` to its endpoint with the wrk Lua `script` (default: the
-    multipart one); raises `BenchError` without a summary line."""
-    cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s", "-s", str(script),
-           f"{url}{payload.endpoint}", "--", str(payload.path), payload.filename, payload.content_type]
+            body: str = "multipart") -> WrkResult:
+    """One `wrk -t1 -cN -dS` run posting `payload` to its endpoint as bench/post.lua's `body` ("multipart",
+    or "v2": an Open Inference Protocol binary infer); raises `BenchError` without a summary line."""
+    cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s", "-s", str(LUA_SCRIPT),
+           f"{url}{payload.endpoint}", "--", str(payload.path), payload.filename, payload.content_type, body]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout + 60)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(WRK_MARKER)), None)
     if proc.returncode != 0 or line is None:

@@ -3,7 +3,7 @@
 One server (`python -m app`) serves both. Each round drives the 28x28 MNIST PNG through both routes with
 the same wrk cell, in alternating order (this machine's throughput drifts between minutes, so only
 interleaved runs compare): `POST /digits` with bench/post.lua (multipart), and
-`POST /v2/models/digits/infer` with bench/v2_infer.lua (the file as a binary BYTES tensor, every output
+`POST /v2/models/digits/infer` with bench/post.lua's "v2" body (the file as a binary BYTES tensor, every output
 asked back as binary data). The report gives each route's median req/s and range, p99 latency, the
 server's CPU time per request (all its processes, from /proc), and the v2 / REST ratio of the medians.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import struct
 import sys
 import time
@@ -27,18 +26,17 @@ import urllib.request
 from dataclasses import replace
 from typing import Any
 
-from bench.http import (LUA_SCRIPT, REPO_ROOT, BenchError, Payload, free_port, make_payloads, preflight, process_tree_cpu_s,
-                        require_wrk, run_wrk, server_process, settle)
+from bench.http import (BenchError, Payload, free_port, make_payloads, preflight, process_tree_cpu_s, require_wrk,
+                        run_wrk, server_process, settle, summarize_runs)
 from bench.report import RESULTS_DIR, command_line, markdown_table, publish
 
 log = logging.getLogger("bench.v2")
-V2_SCRIPT = REPO_ROOT / "bench" / "v2_infer.lua"
 V2_ENDPOINT = "/v2/models/digits/infer"
 ROUTES = ("rest", "v2")
 
 
 def v2_body(image: bytes) -> tuple[bytes, int]:
-    """The body bench/v2_infer.lua posts, and its JSON header's length."""
+    """The body bench/post.lua posts with BODY "v2", and its JSON header's length."""
     header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
                                      "parameters": {"binary_data_size": len(image) + 4}}],
                          "parameters": {"binary_data_output": True}}, separators=(",", ":")).encode()
@@ -66,14 +64,6 @@ def preflight_v2(url: str, payload: Payload) -> None:
         log.warning("v2: server predicts %s, expected %s", label, payload.label)
 
 
-def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"runs": runs}
-    for key in ("req_s", "p99", "cpu_ms"):
-        values = [r[key] for r in runs]
-        summary.update({f"median_{key}": statistics.median(values), f"min_{key}": min(values), f"max_{key}": max(values)})
-    return summary
-
-
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     p = argparse.ArgumentParser(prog="python -m bench.v2", description=__doc__,
@@ -90,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = load_test_set()
     rest = {pl.name: pl for pl in make_payloads(RESULTS_DIR / "payloads", images[0], int(labels[0]), 0)}["mnist_png"]
     payloads = {"rest": rest, "v2": replace(rest, endpoint=V2_ENDPOINT)}
-    scripts = {"rest": LUA_SCRIPT, "v2": V2_SCRIPT}
+    bodies = {"rest": "multipart", "v2": "v2"}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in ROUTES}
 
     def measure(url: str, name: str, duration: int, proc: Any) -> dict[str, float]:
         cpu_before = process_tree_cpu_s(proc.pid)
-        result = run_wrk(url, payloads[name], args.connections, duration, 10, script=scripts[name])
+        result = run_wrk(url, payloads[name], args.connections, duration, 10, body=bodies[name])
         cpu_ms = 1000 * (process_tree_cpu_s(proc.pid) - cpu_before) / max(result.requests, 1)
         settle(url, rest)
         return {"req_s": round(result.requests_per_s, 1), "p50": result.latency_ms["p50"],
@@ -111,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             for name in ROUTES if round_index % 2 == 0 else ROUTES[::-1]:
                 runs[name].append(measure(url, name, args.duration, proc))
                 log.info("round %d %s: %s", round_index + 1, name, runs[name][-1])
-    report: dict[str, Any] = {name: summarize(runs[name]) for name in ROUTES}
+    report: dict[str, Any] = {name: summarize_runs(runs[name]) for name in ROUTES}
     ratio = report["v2"]["median_req_s"] / report["rest"]["median_req_s"]
     report["v2_over_rest"] = round(ratio, 3)
     described = {"rest": "`POST /digits` (multipart, bench/post.lua)",
-                 "v2": f"`POST {V2_ENDPOINT}` (binary tensor data, bench/v2_infer.lua)"}
+                 "v2": f"`POST {V2_ENDPOINT}` (binary tensor data, bench/post.lua BODY v2)"}
     rows = [[described[name], f"{r['median_req_s']:.0f} ({r['min_req_s']:.0f}–{r['max_req_s']:.0f})",
              f"{r['median_p99']:.1f} ({r['min_p99']:.1f}–{r['max_p99']:.1f})",
              f"{r['median_cpu_ms']:.3f} ({r['min_cpu_ms']:.3f}–{r['max_cpu_ms']:.3f})",

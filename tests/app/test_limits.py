@@ -11,7 +11,6 @@ import shutil
 import threading
 import time
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -19,7 +18,7 @@ from app.errors import ApiError
 from app.uploads import read_body
 from models.registry import ModelRegistry
 from tests.app.test_digits import assert_error, files_of
-from tests.conftest import png_bytes
+from tests.conftest import IMAGENET_SAMPLES, png_bytes
 
 
 def grey_png(width: int, height: int) -> bytes:
@@ -187,7 +186,7 @@ def test_a_slow_task_does_not_take_the_threads_of_a_fast_one(make_client, mnist_
 
     probe(client, mnist_test, within_s=10)  # warm: the digits pool, batcher and session exist
     monkeypatch.setattr(kind_module.ImageClassification, "predict", predict)
-    photo = (IMAGENET := __import__("tests.conftest", fromlist=["IMAGENET_SAMPLES"]).IMAGENET_SAMPLES) / "teapot.jpg"
+    photo = IMAGENET_SAMPLES / "teapot.jpg"
     results = []
     senders = [threading.Thread(target=lambda: results.append(
         client.post("/imagenet/top5", files=[("file", ("t.jpg", photo.read_bytes(), "image/jpeg"))]).status_code))

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from bench.digit_photos import noisy_photo
 from models.paths import data_dir

@@ -12,9 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from safetensors.torch import load_file
 
-import training.engine
 from app.main import create_app
 from app.settings import Settings
 from models.image_presets import rgb_preset
@@ -24,6 +22,7 @@ from models.registry import ModelRegistry
 from training.image_folder import load_folder
 from training.images import main
 from training.images_scratch import channel_stats, decode_images
+from tests.training.resume import assert_resume_matches_uninterrupted
 
 # Solid colours, each image a random shade of its class's colour with pixel noise: easy for 3 epochs.
 COLOURS = {"blue": (40, 60, 210), "green": (40, 190, 60), "red": (210, 40, 40)}
@@ -135,29 +134,7 @@ def test_scratch_resume_after_interruption_matches_an_uninterrupted_run(tmp_path
                                                                          monkeypatch: pytest.MonkeyPatch):
     data = make_folder(tmp_path / "c", per_class=6)
     args = ["--task", "c", "--data-dir", str(data), *SCRATCH, "--width", "8"]
-    assert main([*args, "--store", str(tmp_path / "s1"), "--out-dir", str(tmp_path / "full")]) == 0
-    real_epoch, calls = training.engine.train_one_epoch, {"n": 0}
-
-    def crash_on_third_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("simulated crash")
-        return real_epoch(*a, **k)
-
-    monkeypatch.setattr(training.engine, "train_one_epoch", crash_on_third_epoch)
-    assert main([*args, "--no-register", "--out-dir", str(tmp_path / "cut")]) == 2
-    monkeypatch.setattr(training.engine, "train_one_epoch", real_epoch)
-    checkpoint = tmp_path / "cut" / "checkpoint.pt"
-    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
-    assert main([*args, "--store", str(tmp_path / "s2"), "--out-dir", str(tmp_path / "cut"), "--resume",
-                 str(checkpoint)]) == 0
-
-    def weights(root: Path) -> dict[str, torch.Tensor]:
-        registry = ModelRegistry(root)
-        return load_file(registry.version_dir("c", registry.versions("c")[0]) / "weights.safetensors")
-
-    full, resumed = weights(tmp_path / "s1"), weights(tmp_path / "s2")
-    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert_resume_matches_uninterrupted(main, args, "c", tmp_path, monkeypatch)
     history = json.loads((tmp_path / "cut" / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3]
 

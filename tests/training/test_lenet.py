@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-import training.engine
 from models.registry import ModelRegistry
 from models.runtime import load_model
 from training.lenet import main
+from tests.training.resume import assert_resume_matches_uninterrupted
 
 TINY = ["--limit", "256", "--epochs", "1", "--batch-size", "64", "--no-progress"]
 
@@ -45,30 +44,7 @@ def test_same_seed_gives_identical_weights(tmp_path: Path):
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     args = ["--limit", "256", "--epochs", "3", "--batch-size", "64", "--no-progress", "--early-stopping", "0"]
-    assert main([*args, "--store", str(tmp_path / "s1"), "--out-dir", str(tmp_path / "full")]) == 0
-
-    real_epoch, calls = training.engine.train_one_epoch, {"n": 0}
-
-    def crash_on_third_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("simulated crash")
-        return real_epoch(*a, **k)
-
-    monkeypatch.setattr(training.engine, "train_one_epoch", crash_on_third_epoch)
-    assert main([*args, "--no-register", "--out-dir", str(tmp_path / "cut")]) == 2
-    monkeypatch.setattr(training.engine, "train_one_epoch", real_epoch)
-    checkpoint = tmp_path / "cut" / "checkpoint.pt"
-    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
-    assert main([*args, "--store", str(tmp_path / "s2"), "--out-dir", str(tmp_path / "cut"), "--resume", str(checkpoint)]) == 0
-
-    def weights(store: Path) -> dict[str, torch.Tensor]:
-        registry = ModelRegistry(store)
-        version = registry.versions("digits")[0]
-        return load_file(registry.version_dir("digits", version) / "weights.safetensors")
-
-    full, resumed = weights(tmp_path / "s1"), weights(tmp_path / "s2")
-    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert_resume_matches_uninterrupted(main, args, "digits", tmp_path, monkeypatch)
 
 
 def test_missing_data_offline_fails_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -1,0 +1,42 @@
+"""The shared check of `--resume`: a run cut by a crash and resumed registers what an uncut run registers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import training.engine
+from models.registry import ModelRegistry
+
+
+def assert_resume_matches_uninterrupted(main: Callable[[list[str]], int], args: list[str], task: str,
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train with `args` uncut (store s1); crash in epoch 3 (run folder `cut`), resume from its checkpoint
+    (store s2); both registered weights must be equal, tensor for tensor."""
+    assert main([*args, "--store", str(tmp_path / "s1"), "--out-dir", str(tmp_path / "full")]) == 0
+    real_epoch, calls = training.engine.train_one_epoch, {"n": 0}
+
+    def crash_on_third_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(training.engine, "train_one_epoch", crash_on_third_epoch)
+    assert main([*args, "--no-register", "--out-dir", str(tmp_path / "cut")]) == 2
+    monkeypatch.setattr(training.engine, "train_one_epoch", real_epoch)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+    assert main([*args, "--store", str(tmp_path / "s2"), "--out-dir", str(tmp_path / "cut"),
+                 "--resume", str(checkpoint)]) == 0
+
+    def weights(store: Path) -> dict[str, torch.Tensor]:
+        registry = ModelRegistry(store)
+        return load_file(registry.version_dir(task, registry.versions(task)[0]) / "weights.safetensors")
+
+    full, resumed = weights(tmp_path / "s1"), weights(tmp_path / "s2")
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
