@@ -347,4 +347,5 @@ def test_bench_module_help_and_body():
     body, length = v2_body(b"PNG")
     assert body[length:] == b"\x03\x00\x00\x00PNG" and json.loads(body[:length])["inputs"][0]["parameters"] == {
         "binary_data_size": 7}
-    assert "Inference-Header-Content-Length" in (REPO / "bench" / "v2_infer.lua").read_text()
+    lua = (REPO / "bench" / "post.lua").read_text()
+    assert "Inference-Header-Content-Length" in lua and "binary_data_output" in lua
