@@ -147,9 +147,11 @@ def test_a_port_taken_by_another_server_stops_the_launch():
     assert proc.returncode == 3 and b"Address already in use" in stderr  # uvicorn's STARTUP_FAILURE
 
 
-def healthz(connection: http.client.HTTPConnection) -> None:
-    """One keep-alive GET; a connection the server closed is reopened (as any HTTP client does)."""
-    for _ in range(2):
+def healthz(connection: http.client.HTTPConnection, attempts: int = 3) -> None:
+    """One keep-alive GET, retried on a fresh connection when the server closed this one (as urllib3 and
+    other HTTP clients retry an idempotent request): a close can race a request already on the wire."""
+    errors: list[Exception] = []
+    for _ in range(attempts):
         try:
             connection.request("GET", "/healthz")
             response = connection.getresponse()
@@ -157,9 +159,10 @@ def healthz(connection: http.client.HTTPConnection) -> None:
             if response.getheader("connection", "").lower() == "close":
                 connection.close()
             return
-        except (http.client.HTTPException, ConnectionError):
+        except (http.client.HTTPException, ConnectionError) as exc:
+            errors.append(exc)
             connection.close()
-    raise AssertionError("the server did not answer twice in a row")
+    raise AssertionError(f"the server did not answer {attempts} times in a row: {errors!r}")
 
 
 def test_after_a_restart_the_survivor_hands_the_new_worker_its_share_of_connections():
@@ -188,11 +191,16 @@ def test_after_a_restart_the_survivor_hands_the_new_worker_its_share_of_connecti
         established = tcp_sockets(port, "01")
         per_worker = [len(socket_inodes(pid) & established) for pid in (survivor, replacement)]
         assert sum(per_worker) == 32 and min(per_worker) >= 4, per_worker
+    except AssertionError as failure:  # say what the launcher saw: a worker that exited, a restart
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=60)
+        raise AssertionError(f"{failure}\nlauncher stderr:\n{stderr.decode(errors='replace')[-4000:]}") from None
     finally:
         for connection in connections:
             connection.close()
-        proc.terminate()
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
 
 
 def test_a_silent_or_byte_a_second_client_is_dropped_after_the_header_timeout():
