@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from models.image_presets import IMAGENET_MEAN, IMAGENET_STD, rgb_preset
+from models.image_presets import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, resize_then_crop, rgb_preset
 from models.preprocessing import example_input, image_to_array, to_tensor
 from tests.conftest import IMAGENET_SAMPLES
 
@@ -41,3 +42,22 @@ def test_portrait_png_with_alpha_is_flattened_and_cropped():
     assert array.shape == (224, 224, 3) and array.dtype == np.float32
     assert np.allclose(array, 1.0)  # transparent pixels composite onto white
     assert example_input(preset).shape == (1, 3, 224, 224)
+
+
+def two_step(image: Image.Image, resize: int, size: int, interpolation: str) -> Image.Image:
+    """The transform as written in the recipe: the whole image resized, then its centre cropped."""
+    width, height = image.size
+    new = (resize, int(resize * height / width)) if width <= height else (int(resize * width / height), resize)
+    resized = image.resize(new, INTERPOLATIONS[interpolation], reducing_gap=None)
+    left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+    return resized.crop((left, top, left + size, top + size))
+
+
+@pytest.mark.parametrize("interpolation", sorted(INTERPOLATIONS))
+@pytest.mark.parametrize("shape", [(640, 480), (333, 517), (5000, 250), (101, 2000), (4000, 3000), (257, 256)])
+def test_one_resample_of_the_crop_box_gives_the_two_step_pixels(interpolation: str, shape: tuple[int, int]):
+    photo = Image.open(IMAGENET_SAMPLES / "teapot.jpg").convert("RGB").resize(shape)
+    ours = np.asarray(resize_then_crop(photo, 256, (224, 224), interpolation), dtype=np.int16)
+    theirs = np.asarray(two_step(photo, 256, 224, interpolation), dtype=np.int16)
+    assert ours.shape == theirs.shape == (224, 224, 3)
+    assert np.abs(ours - theirs).max() <= 1  # the same filter taps in the same order; float rounding aside
