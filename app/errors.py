@@ -1,7 +1,8 @@
 """The error model: every failure is `{"error": {"code", "message"}}` with a fitting status (on the Open
 Inference Protocol's routes, `/v2`, the same status with the protocol's `{"error": "message"}`).
 
-Domain errors from `models` are mapped to HTTP here, in one table.
+Domain errors from `models` are mapped to HTTP here, in one table; one whose class has a `details` dict
+(a refused promotion's reasons) carries it as `error.details`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from models.networks import UnknownArchitectureError
 from models.registry import (
     ChecksumMismatchError,
     InvalidManifestError,
+    InvalidRolloutError,
     InvalidVersionIdError,
+    PromotionRefusedError,
     UnknownTaskError,
     UnknownVersionError,
 )
@@ -41,6 +44,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnknownVersionError: (404, "unknown_version"),
     InvalidVersionIdError: (404, "unknown_version"),
     ChecksumMismatchError: (409, "checksum_mismatch"),
+    PromotionRefusedError: (409, "promotion_refused"),
+    InvalidRolloutError: (422, "invalid_rollout"),
     InvalidManifestError: (409, "invalid_model"),
     UnknownArchitectureError: (409, "invalid_model"),
     UnsupportedImageTypeError: (415, "unsupported_media_type"),
@@ -89,7 +94,8 @@ def error_parts(exc: Exception, method: str = "", path: str = "") -> tuple[int, 
         return exc.status_code, error_body(code, str(exc.detail)), exc.headers
     mapped = domain_status(exc)
     if mapped is not None:
-        return mapped[0], error_body(mapped[1], str(exc)), None
+        details = getattr(exc, "details", None)
+        return mapped[0], error_body(mapped[1], str(exc), details if isinstance(details, dict) else None), None
     log.exception("unhandled error on %s %s", method, path, exc_info=exc)
     return 500, error_body("internal_error", "internal server error"), None
 

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import RequestMiddleware
-from app.routes import health, models, page, predict
+from app.routes import aliases, health, models, page, predict
 from app.serving.server import ModelServer
 from app.settings import Settings
 from app.v2 import V2Routes
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     routes = registry.routes()
     app.predict_routes = predict.PredictRoutes(routes)
-    for module in (models, health, page):
+    for module in (aliases, models, health, page):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
     documented = predict.documented_routes(routes, kinds_of(registry, sorted(set(routes.values()))),

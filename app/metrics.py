@@ -28,11 +28,12 @@ class Metrics:
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("modelhouse_http_request_duration_seconds", "HTTP request latency by route",
                                  ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        # Per request: the version that answered and the alias the request named ("" when it named a version).
         self.predictions = Counter("modelhouse_predictions_total", "images or inputs predicted, per model version",
-                                   ["task", "version"], registry=self.registry)
+                                   ["task", "version", "alias"], registry=self.registry)
         self.prediction_latency = Histogram(
             "modelhouse_prediction_duration_seconds", "request latency of successful predictions, per model version",
-            ["task", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            ["task", "version", "alias"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference_latency = Histogram(
             "modelhouse_inference_duration_seconds", "decode + forward time of one micro-batch, per model version",
             ["task", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -43,7 +44,15 @@ class Metrics:
                                     registry=self.registry)
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self.rejected = Counter("modelhouse_rejected_total", "requests shed (503 queue full, 504 timeout)",
-                                ["task", "version", "reason"], registry=self.registry)
+                                ["task", "version", "alias", "reason"], registry=self.registry)
+        self.canary_rollbacks = Counter("modelhouse_canary_rollbacks_total", "canaries ended by their own breach",
+                                        ["task", "alias", "version"], registry=self.registry)
+        self.shadow_inputs = Counter("modelhouse_shadow_inputs_total", "shadow inputs whose top-1 agreed with "
+                                     "the served one or not", ["task", "alias", "version", "outcome"],
+                                     registry=self.registry)
+        self.shadow_failures = Counter("modelhouse_shadow_failures_total", "shadow requests that failed or were "
+                                       "dropped (queue full)", ["task", "alias", "version", "reason"],
+                                       registry=self.registry)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once per label set: `labels()` takes a lock and checks its

@@ -103,6 +103,9 @@ class PromoteResponse(BaseModel):
     alias: str = Field(examples=["production"])
     version: str
     previous: str | None = Field(description="the version the alias pointed at before, if any")
+    forced: bool = Field(False, description="promoted with ?force=true")
+    overridden: list[str] = Field(default_factory=list, description="the gates' refusals a forced promotion "
+                                  "went past (recorded in the history)")
 
 
 class Health(BaseModel):
@@ -156,3 +159,27 @@ class CompletionResponse(BaseModel):
     model: ModelRef
     prefix: str = Field(description="the prefix as the model read it (normalised)", examples=["hel"])
     completions: list[CompletionEntry]
+
+
+class HistoryEvent(BaseModel):
+    """One change to a task's aliases or rollouts (`models.registry.history`); event-specific details
+    (`forced`, `overridden`, `percent`, `stats`, ...) follow the standard fields."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    time: str = Field(description="UTC, ISO-8601", examples=["2026-12-01T10:15:00.123+00:00"])
+    event: str = Field(examples=["promote"], description="promote, rollback, canary_start, canary_end, "
+                       "canary_rollback, canary_complete, shadow_start or shadow_end")
+    task: str = Field(examples=["digits"])
+    alias: str | None = Field(examples=["production"])
+    from_: str | None = Field(alias="from", description="promote/rollback: the alias's version before; "
+                              "canary/shadow: the incumbent")
+    to: str | None = Field(description="promote/rollback: the alias's version after; canary/shadow: the candidate")
+    reason: str = ""
+    actor: str = Field(description="who made the change: an admin token's name or token:<sha256 prefix>, "
+                       "cli:<user>, trainer:<name>, auto-rollback", examples=["alice"])
+
+
+class HistoryResponse(BaseModel):
+    task: str
+    events: list[HistoryEvent] = Field(description="oldest first")

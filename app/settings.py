@@ -15,11 +15,20 @@ from models.registry import DEFAULT_ROOT
 class Settings(BaseSettings):
     """Every knob of the service. Build one (from the environment by default) and pass it to `create_app`."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELHOUSE_", env_file=None, extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print the whole input, tokens included
+    model_config = SettingsConfigDict(env_prefix="MODELHOUSE_", env_file=None, extra="ignore",
+                                      hide_input_in_errors=True)
 
     store_dir: Path = Field(DEFAULT_ROOT, description="registry root (models/store in the repo)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where networks run")
-    admin_token: SecretStr | None = Field(None, description="bearer token for mutating endpoints; unset disables them")
+    admin_token: SecretStr | None = Field(None, description="bearer token for mutating endpoints; unset (and no "
+                                          "admin_tokens) disables them; the history names it token:<sha256 prefix>")
+    admin_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict, description='named bearer tokens for mutating endpoints, JSON in the env, e.g. '
+        '{"alice": "...", "ci": "..."}; the history records the name of the one used')
+    promotion_tolerance: float = Field(0.0, ge=0, allow_inf_nan=False,
+                                       description="how much worse (absolute, in the metric's units) a candidate's "
+                                       "evaluation metric may be than the incumbent's and still be promoted")
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, description="per-request body limit on every prediction "
                                    "route, enforced while reading")
     max_image_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard, checked from the header")
@@ -41,6 +50,8 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a small batch to grow (0: run at once; batches still form under load)")
     queue_max: int = Field(64, ge=1, description="queued items per model and worker process before answering 503")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
+    shadow_queue_max: int = Field(64, ge=1, description="served requests waiting for their shadow run, per worker "
+                                  "process; past it a shadow's share is dropped (and counted), never waited for")
     batching: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description='per-task overrides of the batch policy (max_batch_size, max_wait_ms, max_queue, concurrency), '
@@ -62,6 +73,25 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(8, ge=1, description="LRU size of loaded versions (aliased ones are kept)")
     preload: bool = Field(True, description="load every task's production version at startup")
     log_level: str = Field("INFO")
+    prediction_log: Path | None = Field(None, description="JSON-lines log of sampled predictions; each worker "
+                                        "process writes <path> with its pid before the suffix; unset: no log")
+    prediction_log_sample_rate: float = Field(1.0, gt=0, le=1, description="fraction of requests logged")
+    prediction_log_max_bytes: int = Field(100 * 1024 * 1024, gt=0, description="a worker's log file is rotated "
+                                          "past this size")
+    prediction_log_backups: int = Field(5, ge=1, description="rotated files kept per worker process")
+
+    @model_validator(mode="after")
+    def _admin_tokens_are_distinct(self) -> Settings:
+        """Each token names one caller: an empty token, or one shared by two names, is refused."""
+        tokens = [token.get_secret_value() for token in self.admin_tokens.values()]
+        if self.admin_token is not None and self.admin_token.get_secret_value():
+            tokens.append(self.admin_token.get_secret_value())
+        if any(not token for token in tokens) or any(not name for name in self.admin_tokens):
+            raise ValueError("admin_tokens: every name and token must be non-empty")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("admin_tokens: each token must be distinct (and differ from admin_token), "
+                             "or the history could not say who used it")
+        return self
 
     @model_validator(mode="after")
     def _timeout_exceeds_batch_wait(self) -> Settings:

@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         summary["version"] = registry.register(TASK, network.cpu(), manifest, artifacts=artifacts)
         aliases = [a for a in (args.alias, "production" if args.promote else None) if a]
         for alias in aliases:
-            registry.promote(TASK, summary["version"], alias)
+            registry.promote(TASK, summary["version"], alias, actor="trainer:char_rnn")
         log.info("registered %s/%s (aliases: %s)", TASK, summary["version"], ", ".join(aliases) or "none")
     print(json.dumps(summary))
     return summary
@@ -210,6 +210,10 @@ def build_manifest(args: argparse.Namespace, arch_args: dict[str, Any], codec: C
         "labels": codec.tokens,
         "preprocessing": codec.preset,
         "metrics": metrics,
+        # held-out bits per character when the corpus has a test split; the demo corpus has none
+        "evaluation": ({"metric": "held_out_bits_per_char", "higher_is_better": False}
+                       if "held_out_bits_per_char" in metrics
+                       else {"metric": "hit_top1_prefix2", "higher_is_better": True}),
         "training": training_record(args, device=device, wall_seconds=wall, result=result),
         "lineage": {"corpus": {"name": corpus.name, "source": corpus.source, "words": len(corpus.words),
                                "sha256": corpus.sha256, "format": "word<TAB>weight lines, %.6g, in corpus order"},

@@ -96,6 +96,7 @@ def build_manifest(source: Pretrained, args: argparse.Namespace, samples: dict[s
         "preprocessing": source.preprocessing,
         "inference": {"fold_batchnorm": args.fold_batchnorm, "channels_last": args.channels_last},
         "metrics": metrics,
+        **({"evaluation": {"metric": "samples_top1_error_strict", "higher_is_better": False}} if samples else {}),
         "serving": SERVING,
         "training": {"config": run_config(args),
                      "note": "pretrained on ImageNet-1k by its publisher; registered as published, not trained here",
@@ -138,7 +139,7 @@ def add(args: argparse.Namespace) -> str:
     print(f"registered {TASK}/{version}: {args.arch}, {count_parameters(source.network):,} parameters, "
           f"input {source.preprocessing['size'][0]} px, weights sha256 {source.source['sha256'][:16]}...")
     if args.promote:
-        registry.promote(TASK, version)
+        registry.promote(TASK, version, actor="trainer:imagenet")
         print(f"{TASK}: {DEFAULT_ALIAS} -> {version}")
     return version
 

@@ -28,6 +28,7 @@ import torch
 
 from models.devices import DEVICE_CHOICES, select_device
 from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry
+from models.registry.drift import prediction_baseline
 from models.registry.store import check_name
 from models.runtime import load_model
 from training import images_scratch, images_transfer
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace, defaults: Defaults = Defaults()) -> dict[str, 
         summary["version"] = registry.register(args.task, trained.network, manifest, artifacts=artifacts,
                                                label=trained.label, base_weights=trained.base_weights)
         if args.promote:
-            registry.promote(args.task, summary["version"])
+            registry.promote(args.task, summary["version"], actor="trainer:images")
         log.info("registered %s/%s%s", args.task, summary["version"], " (production)" if args.promote else "")
     print(json.dumps(summary))
     return summary
@@ -229,7 +230,10 @@ def build_manifest(args: argparse.Namespace, recipe: Recipe, trained: Trained, d
                                "confusion_matrix": final.matrix.tolist(),
                                "misclassified": final.missed[:MISCLASSIFIED_IN_MANIFEST],
                                "misclassified_count": len(final.missed), "unknown_threshold": threshold,
-                               "unknown_quantile": args.unknown_quantile}
+                               "unknown_quantile": args.unknown_quantile,
+                               "prediction_baseline": prediction_baseline(  # the drift check's reference
+                                   trained.probabilities[final.name].numpy(), data.labels,
+                                   dataset=f"{defaults.dataset or args.data_dir.name} {final.name} split")}
     if test is not None:
         metrics["validation_report"] = val.report
     return {
@@ -237,6 +241,7 @@ def build_manifest(args: argparse.Namespace, recipe: Recipe, trained: Trained, d
         "labels": data.labels, "preprocessing": trained.preprocessing, "inference": trained.inference,
         "serving": serving_block(len(data.labels), trained.preprocessing["size"][0]),
         "unknown_threshold": threshold, "metrics": metrics,
+        "evaluation": {"metric": f"{final.name}_accuracy", "higher_is_better": True},
         "training": training_record(args, device=device, wall_seconds=wall, result=trained.result, recipe=args.recipe,
                                     method=recipe.method, **trained.training),
         "lineage": {"dataset": defaults.dataset or args.data_dir.name, "data_dir": portable_path(args.data_dir),

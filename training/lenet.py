@@ -20,6 +20,7 @@ from models.devices import DEVICE_CHOICES, select_device
 from models.networks import DIGIT_ARCHITECTURES, build_network, count_parameters
 from models.preprocessing import MNIST_MEAN, MNIST_STD, digit_preset
 from models.registry import DEFAULT_ROOT, ModelRegistry
+from models.registry.drift import prediction_baseline
 from training.artifacts import training_record, write_run_artifacts
 from training.augment import AffineRanges, random_affine
 from training.cli import run_cli, run_dir
@@ -138,33 +139,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "out_dir": str(out_dir), "version": None,
     }
     if args.register:
-        manifest = build_manifest(args, report, matrix, result, data, wall, device, start.commit)
+        manifest = build_manifest(args, report, matrix, torch.softmax(test["logits"], 1), result, data, wall, device,
+                                  start.commit)
         registry = ModelRegistry(args.store)
         summary["version"] = registry.register(TASK, model.cpu(), manifest, artifacts=artifacts)
         if args.promote:
-            registry.promote(TASK, summary["version"])
+            registry.promote(TASK, summary["version"], actor="trainer:lenet")
         log.info("registered %s/%s%s", TASK, summary["version"], " (production)" if args.promote else "")
     print(json.dumps(summary))
     return summary
 
 
-def build_manifest(args: argparse.Namespace, report: dict[str, Any], matrix: torch.Tensor, result: FitResult,
-                   data: dict[str, MnistArrays], wall: float, device: torch.device,
-                   commit: str | None) -> dict[str, Any]:
-    """The descriptive manifest fields of a trained digit classifier (the registry fills in the rest)."""
+def build_manifest(args: argparse.Namespace, report: dict[str, Any], matrix: torch.Tensor,
+                   probabilities: torch.Tensor, result: FitResult, data: dict[str, MnistArrays], wall: float,
+                   device: torch.device, commit: str | None) -> dict[str, Any]:
+    """The descriptive manifest fields of a trained digit classifier (the registry fills in the rest);
+    `probabilities` are the test set's, profiled as the drift baseline."""
+    dataset = "MNIST test (10,000)" if not args.limit else f"MNIST test (first {args.limit})"
     return {
         "kind": "image-classification",
         "architecture": {"name": args.arch, "args": {"num_classes": 10}},
         "labels": LABELS,
         "preprocessing": digit_preset(digit_normalization=True),
         "metrics": {
-            "dataset": "MNIST test (10,000)" if not args.limit else f"MNIST test (first {args.limit})",
+            "dataset": dataset,
             "test_accuracy": report["accuracy"],
             "report": report,
             "confusion_matrix": matrix.tolist(),
             "best_dev_loss": round(min(r["dev_loss"] for r in result.history), 6),
             "best_dev_accuracy": max(r["dev_accuracy"] for r in result.history),
+            "prediction_baseline": prediction_baseline(probabilities.numpy(), LABELS, dataset=dataset),
         },
+        "evaluation": {"metric": "test_accuracy", "higher_is_better": True},
         "training": training_record(args, device=device, wall_seconds=wall, result=result),
         "lineage": {
             "dataset": "mnist",

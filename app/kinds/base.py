@@ -80,3 +80,14 @@ class ModelKind(ABC):
     @abstractmethod
     def encode_response(self, model: LoadedModel, decoded: Decoded, outcomes: list[Any]) -> BaseModel:
         """The response for one request from its items' outcomes; raises for a failed item."""
+
+    @abstractmethod
+    def top_predictions(self, model: LoadedModel, decoded: Decoded, outcomes: list[Any],
+                        k: int) -> list[list[tuple[str, float]]]:
+        """Per input, its best `k` (label, probability), best first ([] for a failed item): what shadow
+        traffic compares and the prediction log records, whatever the response looks like on the wire."""
+
+    @abstractmethod
+    def input_digest(self, item: Any) -> str:
+        """The sha256 (hex) of one batch item's input as the client sent it (the prediction log's key)."""
+

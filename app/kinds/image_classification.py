@@ -9,6 +9,7 @@ the known classes.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 from collections.abc import Callable
@@ -141,6 +142,21 @@ class ImageClassification(ModelKind):
                 input_image=array_to_data_url(row.array) if options.debug else None))
         return ClassificationResponse.model_construct(model=ModelRef.model_construct(task=model.task, version=model.version),
                                                       predictions=predictions)
+
+    def top_predictions(self, model: LoadedModel, decoded: Decoded, outcomes: list[Any],
+                        k: int) -> list[list[tuple[str, float]]]:
+        tops: list[list[tuple[str, float]]] = []
+        for row in outcomes:
+            if not isinstance(row, Classified):
+                tops.append([])
+                continue
+            values, indices = row.probabilities.topk(min(k, len(model.labels)))
+            tops.append([(model.labels[i], round(p, 6)) for p, i in zip(values.tolist(), indices.tolist())])
+        return tops
+
+    def input_digest(self, item: ImageItem | TensorItem) -> str:
+        data = item.data if isinstance(item, ImageItem) else np.ascontiguousarray(item.array).tobytes()
+        return hashlib.sha256(data).hexdigest()
 
 
 def array_to_data_url(array: np.ndarray) -> str:

@@ -7,6 +7,8 @@ deadline, as for every kind.
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Callable
 from typing import Any
 
@@ -80,3 +82,12 @@ class TextCompletion(ModelKind):
             model=ModelRef(task=model.task, version=model.version), prefix=prefix,
             completions=[CompletionEntry(text=c.text, probability=round(c.probability, 6), ended=c.ended)
                          for c in found])
+
+    def top_predictions(self, model: LoadedModel, decoded: Decoded, outcomes: list[Any],
+                        k: int) -> list[list[tuple[str, float]]]:
+        return [[] if isinstance(found, BaseException) else [(c.text, round(c.probability, 6)) for c in found[:k]]
+                for found in outcomes]
+
+    def input_digest(self, item: CompletionRequest) -> str:
+        return hashlib.sha256(item.model_dump_json().encode()).hexdigest()
+

@@ -1,23 +1,26 @@
-"""The registry API: list tasks and versions, inspect a version, promote one."""
+"""The registry API: list tasks and versions, inspect a version, promote one (behind the gates), the history."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path as PathParam, Query
+from fastapi import APIRouter, Path as PathParam, Query
 from fastapi.responses import FileResponse
 
-from app.dependencies import ServerDep, require_admin
-from app.schemas import (ErrorResponse, LayerSummary, ModelsIndex, PromoteResponse, TaskDetail, TaskSummary,
-                         VersionBrief, VersionDetail)
+from app.dependencies import AdminDep, ServerDep
+from app.schemas import (ErrorResponse, HistoryEvent, HistoryResponse, LayerSummary, ModelsIndex, PromoteResponse,
+                         TaskDetail, TaskSummary, VersionBrief, VersionDetail)
 from models.registry import DEFAULT_ALIAS, MAX_NAME_LENGTH
+from models.registry.history import MAX_REASON_LENGTH
 from models.registry.store import check_name
 
 router = APIRouter(prefix="/models", tags=["registry"])
 TaskParam = Annotated[str, PathParam(description="task name", examples=["digits"])]
 VersionParam = Annotated[str, PathParam(description="version id or alias", examples=["production"])]
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown task or version"}}
+MAX_HISTORY = 10_000  # events per answer: the log grows forever, an answer must not
 
 
 def _aliases_of(aliases: dict[str, str], version: str) -> list[str]:
@@ -55,6 +58,16 @@ async def show_task(task: TaskParam, server: ServerDep) -> TaskDetail:
     return TaskDetail(task=task, aliases=aliases, versions=briefs)
 
 
+# Before /{task}/{version}, which would take "history" for a version id.
+@router.get("/{task}/history", response_model=HistoryResponse, responses=NOT_FOUND,
+            summary="Every promotion, rollback, canary and shadow of a task, oldest first, with who made it")
+async def task_history(task: TaskParam, server: ServerDep,
+                       limit: Annotated[int, Query(ge=1, le=MAX_HISTORY, description="the latest this many")] = 1000,
+                       ) -> HistoryResponse:
+    events = await server.pool.run(server.registry.history, task)
+    return HistoryResponse(task=task, events=[HistoryEvent.model_validate(record) for record in events[-limit:]])
+
+
 @router.get("/{task}/{version}", response_model=VersionDetail, responses=NOT_FOUND,
             summary="A version's manifest and layer-by-layer summary")
 async def show_version(task: TaskParam, version: VersionParam, server: ServerDep) -> VersionDetail:
@@ -72,16 +85,26 @@ async def get_artifact(task: TaskParam, version: VersionParam, name: str, server
     return FileResponse(path)
 
 
-@router.post("/{task}/{version}/promote", response_model=PromoteResponse, dependencies=[Depends(require_admin)],
+@router.post("/{task}/{version}/promote", response_model=PromoteResponse,
              responses={**NOT_FOUND, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
-                        409: {"model": ErrorResponse, "description": "the version fails verification"}},
-             summary="Point an alias (default: production) at a version")
-async def promote_version(task: TaskParam, version: VersionParam, server: ServerDep,
-                          alias: Annotated[str, Query(min_length=1, max_length=MAX_NAME_LENGTH)] = DEFAULT_ALIAS) -> PromoteResponse:
-    """Verifies and loads the version first, then moves the alias atomically: the next request is
-    served by the new version, no restart, and no request ever sees half of one."""
+                        409: {"model": ErrorResponse, "description": "the version fails verification "
+                              "(checksum_mismatch), or a gate refuses it (promotion_refused, with "
+                              "`details.reasons`; `force=true` overrides)"}},
+             summary="Point an alias (default: production) at a version, behind the promotion gates")
+async def promote_version(task: TaskParam, version: VersionParam, server: ServerDep, actor: AdminDep,
+                          alias: Annotated[str, Query(min_length=1, max_length=MAX_NAME_LENGTH)] = DEFAULT_ALIAS,
+                          force: Annotated[bool, Query(description="promote even if a gate refuses (the reasons "
+                                                       "are recorded as overridden)")] = False,
+                          reason: Annotated[str, Query(max_length=MAX_REASON_LENGTH,
+                                                       description="why, for the history")] = "") -> PromoteResponse:
+    """Verifies and loads the version first, then compares it with the alias's version (labels, input
+    signature, evaluation metric within MODELHOUSE_PROMOTION_TOLERANCE) and moves the alias atomically:
+    the next request is served by the new version, no restart, and no request ever sees half of one.
+    Recorded in the history with the admin token's identity."""
     check_name(alias, "alias")
-    previous = server.registry.aliases(task).get(alias)
     model = await server.acquire(task, version)
-    await server.pool.run(server.registry.promote, task, model.version, alias)
-    return PromoteResponse(task=task, alias=alias, version=model.version, previous=previous)
+    promotion = await server.pool.run(partial(
+        server.registry.promote_detailed, task, model.version, alias, actor=actor, force=force, reason=reason,
+        tolerance=server.settings.promotion_tolerance))
+    return PromoteResponse(task=task, alias=alias, version=promotion.version, previous=promotion.previous,
+                           forced=promotion.forced, overridden=list(promotion.overridden))

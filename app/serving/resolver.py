@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from models.registry import DEFAULT_ALIAS, ModelRegistry
+from models.registry.rollouts import ROLLOUTS_FILE, AliasRollout
 from models.registry.store import ALIASES_FILE
 
 MAX_CACHED_TASKS = 1024
@@ -23,27 +24,28 @@ def stat_key(path: str) -> StatKey:
 
 class VersionResolver:
     """Resolves (task, ref) to a version id with two stats per call: the task directory (a new version)
-    and its aliases.json (a promotion: an atomic rename). A promotion by another process, worker or
+    and its aliases.json (a promotion: an atomic rename); a third for an alias's rollouts.json. A promotion by another process, worker or
     replica sharing the store, and a task copied in while the service runs, are seen by the next request."""
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
         self._resolved: dict[tuple[str, str], tuple[tuple[StatKey, StatKey], str]] = {}
         self._aliases: dict[str, tuple[StatKey, dict[str, str]]] = {}
-        self._task_paths: dict[str, tuple[str, str]] = {}
+        self._rollouts: dict[str, tuple[StatKey, dict[str, AliasRollout]]] = {}
+        self._task_paths: dict[str, tuple[str, str, str]] = {}
 
-    def _paths(self, task: str) -> tuple[str, str]:
+    def _paths(self, task: str) -> tuple[str, str, str]:
         paths = self._task_paths.get(task)
         if paths is None:
             directory = self.registry.root / task
-            paths = (str(directory), str(directory / ALIASES_FILE))
+            paths = (str(directory), str(directory / ALIASES_FILE), str(directory / ROLLOUTS_FILE))
             if len(self._task_paths) < MAX_CACHED_TASKS:  # names from requests: bounded
                 self._task_paths[task] = paths
         return paths
 
     def resolve(self, task: str, ref: str = DEFAULT_ALIAS) -> str:
         """The version id `ref` names; the registry's errors for an unknown task, version or alias."""
-        task_path, alias_path = self._paths(task)
+        task_path, alias_path, _ = self._paths(task)
         key = (stat_key(task_path), stat_key(alias_path))
         cached = self._resolved.get((task, ref))
         if cached is not None and cached[0] == key and key[0] is not None:
@@ -63,3 +65,16 @@ class VersionResolver:
         aliases = self.registry.aliases(task)
         self._aliases[task] = (key, aliases)
         return aliases
+
+    def rollouts(self, task: str) -> dict[str, AliasRollout]:
+        """`task`'s canaries and shadows by alias, re-read only when rollouts.json changed ({} without one)."""
+        key = stat_key(self._paths(task)[2])
+        if key is None:
+            return {}
+        cached = self._rollouts.get(task)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        rollouts = self.registry.rollouts(task)
+        self._rollouts[task] = (key, rollouts)
+        return rollouts
+

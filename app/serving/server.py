@@ -25,7 +25,11 @@ from app.metrics import Metrics
 from app.serving.batchers import Batchers
 from app.serving.cache import Key, ModelCache
 from app.serving.pool import InferencePool
+from app.prediction_log import PredictionLog
+from app.request_ids import current_request_id
+from app.serving.control import RolloutControl
 from app.serving.resolver import VersionResolver
+from app.serving.rollouts import is_server_error
 from app.settings import Settings
 from models.registry import DEFAULT_ALIAS, Manifest, ModelRegistry, layer_summary
 from models.preprocessing import example_input
@@ -33,6 +37,7 @@ from models.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+PREDICTION_LOG_TOP_K = 5  # labels per input in the prediction log
 
 
 def _kind_response(kind: ModelKind, model: LoadedModel, decoded: Decoded, outcomes: list[Any]) -> BaseModel:
@@ -52,6 +57,8 @@ class ModelServer:
         policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
         self.batchers = Batchers(policy, settings.batching, self.pool.runner)
         self._summaries: dict[Key, dict[str, Any]] = {}
+        self.rollouts = RolloutControl(self)
+        self.prediction_log = PredictionLog.from_settings(settings)
         self.readiness: dict[str, str] = {}
         self.readiness_backends: dict[str, str] = {}
         self.ready = False
@@ -94,11 +101,39 @@ class ModelServer:
     async def serve(self, task: str, ref: str, decode: Callable[[ModelKind, LoadedModel], Decoded],
                     encode: Callable[[ModelKind, LoadedModel, Decoded, list[Any]], R]) -> R:
         """The pipeline of every prediction route, whatever the request looks like on the wire: the kind's own
-        body (`predict`) or Open Inference Protocol tensors (`app.v2`). Acquire version `ref` of `task`,
-        `decode(kind, model)` the request into the kind's batch items, run them through the micro-batcher,
-        `encode(kind, model, decoded, outcomes)` the answer, count it."""
+        body (`predict`) or Open Inference Protocol tensors (`app.v2`). Acquire version `ref` of `task` (or,
+        for an alias with a canary, the canary's share: `app.serving.rollouts`), `decode(kind, model)` the
+        request into the kind's batch items, run them through the micro-batcher, `encode(kind, model,
+        decoded, outcomes)` the answer, count it; then hand a shadow its share and log a sample."""
         started = time.perf_counter()
-        model = await self.acquire(task, ref)
+        alias = ref if ref in self.resolver.aliases(task) else None
+        rollout = self.resolver.rollouts(task).get(alias) if alias is not None else None
+        watch = self.rollouts.canary_watch(task, alias, rollout)
+        try:
+            model, kind, decoded, outcomes, alias = await self._predict(
+                task, ref, watch.canary.version if watch else ref, decode, alias)
+            response = encode(kind, model, decoded, outcomes)
+        except Exception as exc:
+            if watch is not None:
+                self.rollouts.observe_canary(watch, time.perf_counter() - started, is_server_error(exc))
+            raise
+        latency = time.perf_counter() - started
+        if watch is not None:
+            self.rollouts.observe_canary(watch, latency, False)
+        metrics, labels = self.metrics, (task, model.version, alias or "")
+        metrics.child(metrics.predictions, *labels).inc(len(decoded.items))
+        metrics.child(metrics.prediction_latency, *labels).observe(latency)
+        if rollout is not None and rollout.shadow is not None and watch is None and alias == ref:
+            self.rollouts.maybe_shadow(task, alias, rollout.shadow, decode, kind, model, decoded, outcomes)
+        if self.prediction_log is not None and self.prediction_log.sampled():
+            self._log_prediction(kind, model, alias, decoded, outcomes, latency)
+        return response
+
+    async def _predict(self, task: str, ref: str, served: str, decode: Callable[[ModelKind, LoadedModel], Decoded],
+                       alias: str | None) -> tuple[LoadedModel, ModelKind, Decoded, list[Any], str | None]:
+        """Version `served` (what `ref` routes to) decoded and run, and the alias that names it; a body that
+        names its own version wins (and its alias, if it named one)."""
+        model = await self.acquire(task, served)
         kind = self.kind_of(model.manifest)
         decoded = decode(kind, model)
         if decoded.version is not None and decoded.version != ref:
@@ -106,28 +141,39 @@ class ModelServer:
             if self.kind_of(model.manifest) is not kind:
                 raise ApiError(409, "invalid_model", f"{task}/{model.version} is not a {kind.name} model")
             decoded = decode(kind, model)
-        outcomes = await self._run_batched(model, kind, decoded.items)
-        response = encode(kind, model, decoded, outcomes)
-        metrics = self.metrics
-        metrics.child(metrics.predictions, task, model.version).inc(len(decoded.items))
-        metrics.child(metrics.prediction_latency, task, model.version).observe(time.perf_counter() - started)
-        return response
+            alias = decoded.version if decoded.version in self.resolver.aliases(task) else None
+        return model, kind, decoded, await self._run_batched(model, kind, decoded.items, alias), alias
 
-    async def _run_batched(self, model: LoadedModel, kind: ModelKind, items: list[Any]) -> list[Any]:
+    async def top1(self, task: str, version: str, decode: Callable[[ModelKind, LoadedModel], Decoded]) -> list[str | None]:
+        """The top-1 label per input of `version` for a request (`decode`): what a shadow compares."""
+        model, kind, decoded, outcomes, _ = await self._predict(task, version, version, decode, None)
+        return [top[0][0] if top else None for top in kind.top_predictions(model, decoded, outcomes, 1)]
+
+    def _log_prediction(self, kind: ModelKind, model: LoadedModel, alias: str | None, decoded: Decoded,
+                        outcomes: list[Any], latency: float) -> None:
+        tops = kind.top_predictions(model, decoded, outcomes, PREDICTION_LOG_TOP_K)
+        inputs = [{"sha256": kind.input_digest(item), "top": [{"label": label, "probability": p} for label, p in top]}
+                  for item, top in zip(decoded.items, tops)]
+        assert self.prediction_log is not None
+        self.prediction_log.record(request_id=current_request_id.get(), task=model.task, version=model.version,
+                                   alias=alias, latency_s=latency, inputs=inputs)
+
+    async def _run_batched(self, model: LoadedModel, kind: ModelKind, items: list[Any],
+                           alias: str | None = None) -> list[Any]:
         """Outcomes of `items` through the version's micro-batcher: 503 when its queue is full, 504 past the deadline."""
         batcher = self.batchers.get(model, partial(kind.predict, model),
                                     partial(self.metrics.batch_observer, model.task, model.version))
         try:
             futures = batcher.submit(items)
         except QueueFullError as exc:
-            self.metrics.rejected.labels(model.task, model.version, "queue_full").inc()
+            self.metrics.rejected.labels(model.task, model.version, alias or "", "queue_full").inc()
             raise ApiError(503, "overloaded", f"{model.task} is at capacity ({exc}); retry shortly",
                            headers={"Retry-After": "1"}) from exc
         timeout = self.settings.request_timeout_s
         try:
             return await gather_with_timeout(futures, timeout)
         except asyncio.TimeoutError:
-            self.metrics.rejected.labels(model.task, model.version, "timeout").inc()
+            self.metrics.rejected.labels(model.task, model.version, alias or "", "timeout").inc()
             raise ApiError(504, "timeout", f"inference did not finish within {timeout} s") from None
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -150,5 +196,8 @@ class ModelServer:
         self.readiness, self.readiness_backends, self.ready = status, backends, ok
 
     async def close(self) -> None:
+        await self.rollouts.close()
         await self.batchers.close()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
         self.pool.close()

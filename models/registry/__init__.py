@@ -1,9 +1,12 @@
-"""The model registry: store, manifest schema, verification, aliases and loading verified networks."""
+"""The model registry: store, manifest schema, verification, aliases (gated promotion, rollback, canaries,
+shadows, history) and loading verified networks."""
 
 from models.registry.errors import (
     ChecksumMismatchError,
     InvalidManifestError,
+    InvalidRolloutError,
     InvalidVersionIdError,
+    PromotionRefusedError,
     RegistryError,
     UnknownTaskError,
     UnknownVersionError,
@@ -19,9 +22,11 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "ChecksumMismatchError",
     "InvalidManifestError",
+    "InvalidRolloutError",
     "InvalidVersionIdError",
     "Manifest",
     "ModelRegistry",
+    "PromotionRefusedError",
     "RegistryError",
     "UnknownTaskError",
     "UnknownVersionError",

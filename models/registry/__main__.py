@@ -1,17 +1,21 @@
-"""Registry CLI: `python -m models.registry {list,show,promote,verify}`.
+"""Registry CLI: `python -m models.registry {list,show,promote,rollback,history,verify,drift}`.
 
 Works on the store directly (no running service needed); a running service picks up a
-promotion made here on its next request, because it re-reads the alias file.
+promotion or rollback made here on its next request, because it re-reads the alias file.
+Changes are recorded in the task's history as made by `cli:<user>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry, RegistryError
+from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry, PromotionRefusedError, RegistryError
+from models.registry.drift import drift_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +30,32 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("task")
     promote.add_argument("version")
     promote.add_argument("--alias", default=DEFAULT_ALIAS)
+    promote.add_argument("--force", action="store_true", help="promote even if a gate refuses (recorded)")
+    promote.add_argument("--reason", default="", help="why, for the history")
+    promote.add_argument("--tolerance", type=float, default=0.0,
+                         help="how much worse the evaluation metric may be, absolute (default: %(default)s)")
+    rollback = sub.add_parser("rollback", help="point an alias back at the version it pointed at before")
+    rollback.add_argument("task")
+    rollback.add_argument("--alias", default=DEFAULT_ALIAS)
+    rollback.add_argument("--reason", default="", help="why, for the history")
+    history = sub.add_parser("history", help="a task's promotions, rollbacks, canaries and shadows, oldest first")
+    history.add_argument("task")
+    history.add_argument("--json", action="store_true", help="the raw JSON lines")
     verify = sub.add_parser("verify", help="check the sha256 of every version's files")
     verify.add_argument("task", nargs="?")
+    drift = sub.add_parser("drift", add_help=False, help="compare a prediction log's class mix and confidence with "
+                           "the version's baseline (`drift --help` for its options)")
+    drift.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["drift"]:  # its own parser and help
+        return drift_main(raw[1:])
+    args = build_parser().parse_args(raw)
+    if args.command == "drift":  # its own parser; a --store given after `drift` wins over the global one
+        return drift_main(["--store", str(args.store), *args.rest])
     registry = ModelRegistry(args.store)
     try:
         if args.command == "list":
@@ -48,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "show":
             print(json.dumps(registry.manifest(args.task, args.version).stored(), indent=2))
         elif args.command == "promote":
-            version = registry.promote(args.task, args.version, args.alias)
+            version = registry.promote(args.task, args.version, args.alias, actor=cli_actor(), force=args.force,
+                                       reason=args.reason, tolerance=args.tolerance)
             print(f"{args.task}: {args.alias} -> {version}")
+        elif args.command == "rollback":
+            moved = registry.rollback(args.task, args.alias, actor=cli_actor(), reason=args.reason)
+            print(f"{args.task}: {args.alias} -> {moved.version} (was {moved.previous})")
+        elif args.command == "history":
+            for record in registry.history(args.task):
+                print(json.dumps(record) if args.json else format_event(record))
         elif args.command == "verify":
             failures = 0
             for task in [args.task] if args.task else registry.tasks():
@@ -61,10 +91,32 @@ def main(argv: list[str] | None = None) -> int:
                         failures += 1
                         print(f"FAILED  {task}/{version}: {exc}")
             return 1 if failures else 0
+    except PromotionRefusedError as exc:
+        print(f"error: {exc}\n(--force promotes anyway; the overridden reasons are recorded)", file=sys.stderr)
+        return 2
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def cli_actor() -> str:
+    """Who the history says made a change from this command line: `cli:<login name>`."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        return "cli:unknown"
+
+
+def format_event(record: dict[str, Any]) -> str:
+    """One readable line per history event: time, event, alias, from -> to, actor, reason, overrides."""
+    line = (f"{record.get('time')}  {record.get('event', '?'):<15}  {record.get('alias') or '-'}  "
+            f"{record.get('from') or '-'} -> {record.get('to') or '-'}  by {record.get('actor')}")
+    if record.get("reason"):
+        line += f": {record['reason']}"
+    if record.get("overridden"):
+        line += f"  [forced over: {'; '.join(record['overridden'])}]"
+    return line
 
 
 if __name__ == "__main__":

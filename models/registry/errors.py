@@ -23,3 +23,22 @@ class ChecksumMismatchError(RegistryError):
 
 class InvalidManifestError(RegistryError):
     """A manifest is missing fields, names an unknown architecture, or does not match its weights."""
+
+
+class PromotionRefusedError(RegistryError):
+    """A promotion gate refuses the candidate against the alias's incumbent; `reasons` says why, one line
+    each. Promoting with `force` overrides it (and records what was overridden)."""
+
+    def __init__(self, message: str, reasons: list[str]) -> None:
+        super().__init__(f"{message}: {'; '.join(reasons)}")
+        self.reasons = list(reasons)
+
+    @property
+    def details(self) -> dict[str, list[str]]:
+        """What an API answer carries beside the message (`app.errors`)."""
+        return {"reasons": self.reasons}
+
+
+class InvalidRolloutError(RegistryError):
+    """A canary, shadow or rollback that cannot be: a value out of range, a candidate that is already the
+    incumbent, nothing to roll back to. The message names the valid range."""

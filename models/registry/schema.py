@@ -7,6 +7,7 @@ code that serves it; its `preprocessing` says how inputs become tensors, exactly
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -79,6 +80,18 @@ class Serving(_Strict):
         return {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
 
 
+class Evaluation(_Strict):
+    """Which of `metrics` the promotion gate compares with the incumbent's (`models.registry.gates`)."""
+
+    metric: str = Field(min_length=1, description="a key of `metrics` whose value is a number")
+    higher_is_better: bool
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): what a gate can compare."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class Manifest(_Strict):
     """One registered version. Immutable; `model_dump(mode="json", exclude_none=True)` is what is stored."""
 
@@ -92,6 +105,7 @@ class Manifest(_Strict):
     labels: list[str] = Field(min_length=1)
     preprocessing: dict[str, Any]
     metrics: dict[str, Any]
+    evaluation: Evaluation | None = None
     training: dict[str, Any]
     lineage: dict[str, Any]
     created_at: str
@@ -129,6 +143,14 @@ class Manifest(_Strict):
         top = self.serving
         if top.default_top_k and top.max_top_k and top.default_top_k > top.max_top_k:
             raise ValueError("serving.default_top_k must not exceed serving.max_top_k")
+        return self
+
+    @model_validator(mode="after")
+    def _evaluation_metric_is_recorded(self) -> Manifest:
+        if self.evaluation is not None and not is_number(self.metrics.get(self.evaluation.metric)):
+            numeric = ", ".join(sorted(k for k, v in self.metrics.items() if is_number(v))) or "none"
+            raise ValueError(f"evaluation.metric {self.evaluation.metric!r} is not a number in metrics; "
+                             f"numeric metrics: {numeric}")
         return self
 
     @property

@@ -5,19 +5,17 @@ Layout: `<root>/<task>/<version>/{manifest.json, weights.safetensors, *.png, ...
 root holding an alias file and at least one version: no list of task names exists anywhere.
 Versions are immutable once registered (written to a staging dir, then renamed); aliases move by
 atomic file replace, so a reader always sees one complete version. Directories are 0755 and files
-0644 (less the umask), so a service running as another user can read what a trainer wrote.
+0644 (less the umask), so a service running as another user can read what a trainer wrote. Moving
+aliases, the history and rollouts are the mixins' (`models.registry.promotion`, `.rollouts`, `.history`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,15 +24,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from models.networks import count_parameters
-from models.registry.schema import MAX_NAME_LENGTH, NAME_PATTERN, Manifest, parse_manifest
+from models.registry.schema import NAME_PATTERN, Manifest, parse_manifest
 from models.registry.base_weights import difference_from_base, load_base_state, validate_spec, verify_base_weights
-from models.registry.errors import (
-    ChecksumMismatchError,
-    InvalidManifestError,
-    InvalidVersionIdError,
-    UnknownTaskError,
-    UnknownVersionError,
-)
+from models.registry.errors import ChecksumMismatchError, InvalidManifestError, UnknownTaskError, UnknownVersionError
+from models.registry.layout import ALIASES_FILE, DEFAULT_ALIAS, MANIFEST_FILE, WEIGHTS_FILE, check_name, read_aliases
+from models.registry.promotion import PromotionMixin
 from models.registry.manifest import (
     SCHEMA_VERSION,
     read_json_object,
@@ -45,10 +39,6 @@ from models.registry.manifest import (
     write_json_atomic,
 )
 
-DEFAULT_ALIAS = "production"
-WEIGHTS_FILE = "weights.safetensors"
-MANIFEST_FILE = "manifest.json"
-ALIASES_FILE = "aliases.json"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "store"
 ROUTES_FILE = "routes.json"
 _ROUTE = re.compile(r"^(/[a-z0-9][a-z0-9_-]*){1,3}$")
@@ -56,16 +46,9 @@ STAGING_PREFIX = ".staging-"
 STALE_STAGING_S = 3600.0  # a staging directory this old belongs to a crashed registration
 
 
-def check_name(name: str, what: str = "version") -> str:
-    """Return `name` if it is a safe task/version/alias id (no path separators, no leading dot)."""
-    if not NAME_PATTERN.match(name):
-        raise InvalidVersionIdError(f"invalid {what} {name!r}: use up to {MAX_NAME_LENGTH} letters, digits, "
-                                    "'.', '_' or '-', starting with a letter or digit")
-    return name
-
-
-class ModelRegistry:
-    """Read, register, verify and promote model versions under `root`."""
+class ModelRegistry(PromotionMixin):
+    """Read, register and verify model versions under `root`; promote, roll back, run canaries and
+    shadows, and keep the history (`PromotionMixin` and its bases)."""
 
     def __init__(self, root: Path | str = DEFAULT_ROOT) -> None:
         self.root = Path(root)
@@ -113,14 +96,7 @@ class ModelRegistry:
         return sorted(p.name for p in self.task_dir(task).iterdir() if _is_version(p))
 
     def aliases(self, task: str) -> dict[str, str]:
-        return self._read_aliases(self.task_dir(task))
-
-    @staticmethod
-    def _read_aliases(directory: Path) -> dict[str, str]:
-        path = directory / ALIASES_FILE
-        if not path.is_file():
-            return {}
-        return {str(k): str(v) for k, v in read_json_object(path).items()}
+        return read_aliases(self.task_dir(task))
 
     def resolve(self, task: str, ref: str = DEFAULT_ALIAS) -> str:
         """The version id that `ref` (a version id or an alias) names for `task`."""
@@ -224,30 +200,6 @@ class ModelRegistry:
                     shutil.rmtree(path, ignore_errors=True)
             except OSError:
                 continue
-
-    def promote(self, task: str, ref: str, alias: str = DEFAULT_ALIAS) -> str:
-        """Point `alias` at the version `ref` names, after verifying its files; return the version id.
-        The first promotion of a newly registered task creates its alias file, which makes it a task."""
-        check_name(alias, "alias")
-        directory = self.root / check_name(task, "task")
-        version = check_name(ref)
-        if not (directory / version / MANIFEST_FILE).is_file():
-            version = self.resolve(task, ref)
-        self.verify_version(task, version)
-        with self._alias_lock(directory):  # read-modify-write: serialise writers (service, CLI, trainers)
-            aliases = self._read_aliases(directory)
-            aliases[alias] = version
-            write_json_atomic(directory / ALIASES_FILE, aliases)
-        return version
-
-    @contextmanager
-    def _alias_lock(self, directory: Path) -> Iterator[None]:
-        with open(directory / ".aliases.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ---- checking ------------------------------------------------------------------
     def verify_version(self, task: str, ref: str) -> Manifest:

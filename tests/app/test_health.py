@@ -90,7 +90,7 @@ def test_metrics_count_requests_per_route_and_model_version(client, registry, mn
     version = registry.resolve("digits")
     assert 'modelhouse_http_requests_total{method="POST",route="/digits",status="200"} 1.0' in text
     assert 'modelhouse_http_requests_total{method="POST",route="/digits",status="422"} 1.0' in text
-    assert f'modelhouse_predictions_total{{task="digits",version="{version}"}} 1.0' in text
+    assert f'modelhouse_predictions_total{{alias="production",task="digits",version="{version}"}} 1.0' in text
     assert "modelhouse_inference_duration_seconds_bucket" in text
 
 

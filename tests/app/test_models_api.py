@@ -87,7 +87,8 @@ def test_promote_switches_the_served_version_without_restart(client, registry, m
     assert client.post("/digits", files=payload).json()["predictions"][0]["label"] == str(labels[0])
     response = client.post(f"/models/digits/{new}/promote", headers=AUTH)
     assert response.status_code == 200
-    assert response.json() == {"task": "digits", "alias": "production", "version": new, "previous": old}
+    assert response.json() == {"task": "digits", "alias": "production", "version": new, "previous": old,
+                               "forced": False, "overridden": []}
     served = client.post("/digits", files=payload).json()
     assert served["model"]["version"] == new
     assert served["predictions"][0]["label"] == str((labels[0] + 1) % 10)

@@ -51,7 +51,7 @@ def test_explicit_version_id_and_prometheus_counts(client, registry):
     version = registry.resolve("rnn", "seed")
     assert complete(client, prefix="g", version=version).json()["model"]["version"] == version
     metrics = client.get("/metrics").text
-    assert f'modelhouse_predictions_total{{task="rnn",version="{version}"}} 1.0' in metrics
+    assert f'modelhouse_predictions_total{{alias="",task="rnn",version="{version}"}} 1.0' in metrics
 
 
 def test_layer_summary_of_the_production_model(client):

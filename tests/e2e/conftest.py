@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_until_ready
+from models.registry import DEFAULT_ROOT
+from tests.conftest import ADMIN_TOKEN, free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "screenshots"
@@ -23,10 +24,20 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def e2e_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's store: a copy of the committed one, so tests can register, promote and start rollouts."""
+    root = tmp_path_factory.mktemp("e2e") / "store"
+    shutil.copytree(DEFAULT_ROOT, root, ignore=shutil.ignore_patterns(".*"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory, e2e_store: Path) -> Iterator[str]:
+    """A real server over `e2e_store`, its mutations enabled with `tests.conftest.ADMIN_TOKEN`."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "MODELHOUSE_DEVICE": "cpu", "MODELHOUSE_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "MODELHOUSE_DEVICE": "cpu", "MODELHOUSE_LOG_LEVEL": "WARNING",
+           "MODELHOUSE_STORE_DIR": str(e2e_store), "MODELHOUSE_ADMIN_TOKEN": ADMIN_TOKEN}
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
                                  "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

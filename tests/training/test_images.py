@@ -67,6 +67,10 @@ def test_scratch_run_registers_a_task_the_live_service_serves_without_restart(tm
             assert metrics["evaluated_on"] == "test" and len(metrics["confusion_matrix"]) == 3
             assert {"validation_accuracy", "test_accuracy", "test_top1_error", "test_top3_error"} <= set(metrics)
             assert set(metrics["report"]["per_class"]) == set(COLOURS)
+            baseline = metrics["prediction_baseline"]  # the drift check's reference: the test split's top-1 mix
+            assert baseline["examples"] == 3 and set(baseline["class_mix"]) == set(COLOURS)
+            assert sum(baseline["class_mix"].values()) == pytest.approx(1, abs=1e-4)
+            assert 0 < baseline["mean_confidence"] <= 1
             assert manifest.training["config"]["recipe"] == "scratch" and manifest.training["epochs_run"] == 3
             assert manifest.lineage["file_count"] == 30 and len(manifest.lineage["files"]) == 30
             assert {"learning_curves.png", "confusion_matrix.png", "history.json"} <= set(manifest.artifacts)

@@ -28,6 +28,8 @@ def test_one_epoch_registers_a_loadable_version(arch: str, tmp_path: Path):
     assert manifest.training["config"]["limit"] == 256 and manifest.training["epochs_run"] == 1
     assert manifest.training["config"]["store"] == str(tmp_path / "store"), "paths are recorded as text"
     assert len(manifest.metrics["confusion_matrix"]) == 10
+    baseline = manifest.metrics["prediction_baseline"]
+    assert baseline["examples"] == 256 and sum(baseline["class_mix"].values()) == pytest.approx(1, abs=1e-4)
     assert set(manifest.lineage["files"]) >= {"train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
     assert set(manifest.artifacts) == {"learning_curves.png", "confusion_matrix.png", "history.json", "history.csv"}
     model = load_model(registry, "digits", "production", torch.device("cpu"))
