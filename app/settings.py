@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
     shadow_queue_max: int = Field(64, ge=1, description="served requests waiting for their shadow run, per worker "
                                   "process; past it a shadow's share is dropped (and counted), never waited for")
+    shadow_time_share: float = Field(0.05, gt=0, le=1, description="at most this share of the time goes to shadow "
+                                     "runs (per worker process: the shadow's thread sleeps in between)")
     batching: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description='per-task overrides of the batch policy (max_batch_size, max_wait_ms, max_queue, concurrency), '

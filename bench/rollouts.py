@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=1000, help="requests of the canary split")
     p.add_argument("--window", type=int, default=20, help="window of the canary that must roll back")
-    p.add_argument("--rounds", type=int, default=3, help="alternated rounds of shadow off / on")
+    p.add_argument("--rounds", type=int, default=5, help="alternated rounds of shadow off / on")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
@@ -150,7 +150,9 @@ def sections(report: dict[str, Any]) -> list[str]:
         "## Canary split (goal: 16–24% at 20%)\n\n" + markdown_table(
             ["requests", "served by the candidate", "share"],
             [[split["requests"], split["candidate"], f"{100 * split['share']:.1f}%"]]),
-        "## Automatic rollback (goal: within `window` candidate requests)\n\n" + markdown_table(
+        "## Automatic rollback (goal: within `window` candidate requests of a worker process)\n\n"
+        "Each of the server's worker processes judges the canary requests it served; the first to fill its "
+        "window ends the canary for all (in the store), so the total may exceed one window.\n\n" + markdown_table(
             ["window", "candidate requests before it ended", "requests sent", "in the history", "reason"],
             [[rollback["window"], rollback["candidate_requests"], rollback["requests_sent"],
               "yes" if rollback["rolled_back"] else "NO", rollback["reason"] or "-"]]),

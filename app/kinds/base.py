@@ -91,3 +91,8 @@ class ModelKind(ABC):
     def input_digest(self, item: Any) -> str:
         """The sha256 (hex) of one batch item's input as the client sent it (the prediction log's key)."""
 
+    def prepared(self, model: LoadedModel, decoded: Decoded, outcomes: list[Any]) -> Decoded | None:
+        """The request's inputs as `model` already prepared them, for another version with the same
+        preprocessing (a shadow): it then skips the decoding. None: decode the request again."""
+        return None
+

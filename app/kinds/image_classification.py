@@ -154,6 +154,12 @@ class ImageClassification(ModelKind):
             tops.append([(model.labels[i], round(p, 6)) for p, i in zip(values.tolist(), indices.tolist())])
         return tops
 
+    def prepared(self, model: LoadedModel, decoded: Decoded, outcomes: list[Any]) -> Decoded | None:
+        if not outcomes or not all(isinstance(row, Classified) for row in outcomes):
+            return None
+        tensor = to_tensor([row.array for row in outcomes], model.preprocessing).numpy()
+        return Decoded([TensorItem(array) for array in tensor])
+
     def input_digest(self, item: ImageItem | TensorItem) -> str:
         data = item.data if isinstance(item, ImageItem) else np.ascontiguousarray(item.array).tobytes()
         return hashlib.sha256(data).hexdigest()

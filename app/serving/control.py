@@ -25,13 +25,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 AUTO_ROLLBACK_ACTOR = "auto-rollback"
+# Shadowed requests run together, up to this many per forward pass: the per-call overhead spread thin
+SHADOW_GROUP_MAX = 16
 
 
 class RolloutControl:
     def __init__(self, server: ModelServer) -> None:
         self.server = server
         self.canaries = CanaryWatches()
-        self.shadows = ShadowRunner(server.top1, server.settings.shadow_queue_max, self._count_shadow)
+        settings = server.settings
+        self.shadows = ShadowRunner(server.shadow_top1, settings.shadow_queue_max, SHADOW_GROUP_MAX,
+                                    settings.shadow_time_share, self._count_shadow)
         self._rollbacks: set[asyncio.Task[None]] = set()
 
     # ---- canary -------------------------------------------------------------------------
@@ -70,20 +74,22 @@ class RolloutControl:
     # ---- shadow -------------------------------------------------------------------------
     def maybe_shadow(self, task: str, alias: str, shadow: Shadow, decode: Any, kind: ModelKind,
                      model: LoadedModel, decoded: Decoded, outcomes: list[Any]) -> None:
-        """Queue this served request for the shadow with probability `shadow.percent` / 100."""
+        """Queue this served request for the shadow with probability `shadow.percent` / 100: all the request
+        path pays (the comparison and the candidate's run happen on the shadow's thread)."""
         if random.random() * 100 >= shadow.percent or shadow.version == model.version:
             return
-        served = [top[0][0] if top else None for top in kind.top_predictions(model, decoded, outcomes, 1)]
-        self.shadows.submit(ShadowJob(task, alias, self.shadows.stats_for(task, alias, shadow), decode, served))
+        job = ShadowJob(task, alias, self.shadows.stats_for(task, alias, shadow), decode, (kind, model, decoded, outcomes))
+        if self.shadows.full():
+            self.shadows.drop(job)
+        else:
+            self.shadows.submit(job)
 
     def _count_shadow(self, job: ShadowJob, outcome: str, count: int) -> None:
         if not count:
             return
         metrics, labels = self.server.metrics, (job.task, job.alias, job.stats.shadow.version)
-        if outcome in ("agree", "disagree"):
-            metrics.shadow_inputs.labels(*labels, outcome).inc(count)
-        else:
-            metrics.shadow_failures.labels(*labels, outcome).inc(count)
+        metric = metrics.shadow_inputs if outcome in ("agree", "disagree") else metrics.shadow_failures
+        metrics.child(metric, *labels, outcome).inc(count)
 
     # ---- state --------------------------------------------------------------------------
     def alias_state(self, task: str, alias: str) -> dict[str, Any]:
@@ -102,6 +108,6 @@ class RolloutControl:
         return state
 
     async def close(self) -> None:
-        await self.shadows.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.shadows.close)
         for task in list(self._rollbacks):
             await task

@@ -30,6 +30,7 @@ from app.request_ids import current_request_id
 from app.serving.control import RolloutControl
 from app.serving.resolver import VersionResolver
 from app.serving.rollouts import is_server_error
+from app.serving.shadow import ShadowJob
 from app.settings import Settings
 from models.registry import DEFAULT_ALIAS, Manifest, ModelRegistry, layer_summary
 from models.preprocessing import example_input
@@ -144,10 +145,34 @@ class ModelServer:
             alias = decoded.version if decoded.version in self.resolver.aliases(task) else None
         return model, kind, decoded, await self._run_batched(model, kind, decoded.items, alias), alias
 
-    async def top1(self, task: str, version: str, decode: Callable[[ModelKind, LoadedModel], Decoded]) -> list[str | None]:
-        """The top-1 label per input of `version` for a request (`decode`): what a shadow compares."""
-        model, kind, decoded, outcomes, _ = await self._predict(task, version, version, decode, None)
-        return [top[0][0] if top else None for top in kind.top_predictions(model, decoded, outcomes, 1)]
+    def shadow_top1(self, task: str, version: str,
+                    jobs: list[ShadowJob]) -> list[tuple[list[str | None], list[str | None]] | Exception]:
+        """Blocking, on the shadow's thread: per served request (`jobs`), the served top-1 label per input and
+        `version`'s, all the candidate's inputs in one `predict` call. Inputs come prepared from the served
+        request when both versions preprocess alike, else decoded again; a request whose decode fails gets
+        its exception."""
+        model = self.cache.get((task, self.resolver.resolve(task, version)))
+        kind = self.kind_of(model.manifest)
+        results: list[tuple[list[str | None], list[str | None]] | Exception] = []
+        runs: list[tuple[int, Decoded, list[str | None]]] = []
+        for job in jobs:
+            served_kind, served_model, served_decoded, served_outcomes = job.served
+            served = [top[0][0] if top else None
+                      for top in served_kind.top_predictions(served_model, served_decoded, served_outcomes, 1)]
+            prepared = (kind.prepared(served_model, served_decoded, served_outcomes)
+                        if served_model.preprocessing == model.preprocessing else None)
+            try:
+                runs.append((len(results), prepared or job.decode(kind, model), served))
+                results.append(([], []))
+            except Exception as exc:  # this request's input, not the others'
+                results.append(exc)
+        outcomes = kind.predict(model, [item for _, decoded, _ in runs for item in decoded.items], lambda _: True)
+        start = 0
+        for index, decoded, served in runs:
+            part = outcomes[start:start + len(decoded.items)]
+            start += len(decoded.items)
+            results[index] = (served, [top[0][0] if top else None for top in kind.top_predictions(model, decoded, part, 1)])
+        return results
 
     def _log_prediction(self, kind: ModelKind, model: LoadedModel, alias: str | None, decoded: Decoded,
                         outcomes: list[Any], latency: float) -> None:
