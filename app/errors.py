@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from models.imaging import ImageAspectError, ImageTooLargeError, UndecodableImageError, UnsupportedImageTypeError
 from models.networks import UnknownArchitectureError
@@ -112,10 +113,29 @@ def oip_error_response(exc: Exception, method: str = "", path: str = "") -> JSON
     return JSONResponse({"error": body["error"]["message"]}, status_code=status, headers=headers)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes at this path: Starlette's 405 names only the first
+    route's, and a path can have several (POST and DELETE of a canary)."""
+    methods: set[str] = set()
+    routes = list(request.app.router.routes)
+    while routes:
+        route = routes.pop()
+        included = getattr(route, "original_router", None)  # FastAPI keeps an included router's routes there
+        if included is not None:
+            routes.extend(included.routes)
+            continue
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception FastAPI's handlers see through `error_response`."""
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return error_response(exc, request.method, request.url.path)
 
     for error_type in (ApiError, RequestValidationError, StarletteHTTPException, *DOMAIN_ERRORS, Exception):

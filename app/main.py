@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task = asyncio.create_task(server.pool.run(preload_and_freeze, server, settings.gc_freeze)) if settings.preload else None
         if task is None:
             server.ready = True
+        server.heartbeat.start(server.pool.run)
         yield
         if task is not None and not task.done():
             task.cancel()

@@ -70,10 +70,26 @@ class ModelsIndex(BaseModel):
     tasks: list[TaskSummary]
 
 
+class ReplicaView(BaseModel):
+    """One worker process's heartbeat, as it concerns one task."""
+
+    replica: str = Field(description="its id: MODELHOUSE_REPLICA_ID, or <hostname>-<pid>")
+    host: str
+    pid: int
+    time: str = Field(description="when it last wrote its heartbeat")
+    age_s: float
+    stale: bool = Field(description="missed several heartbeats: stopped, hung or cut off from the store")
+    aliases: dict[str, str] = Field(description="the task's aliases as this process resolves them")
+    converged: bool = Field(description="its aliases are the store's")
+
+
 class TaskDetail(BaseModel):
     task: str
     aliases: dict[str, str]
     versions: list[VersionBrief]
+    replicas: list[ReplicaView] = Field(default_factory=list, description="every process sharing the store, "
+                                        "from its heartbeat (MODELHOUSE_HEARTBEAT_S)")
+    converged: bool = Field(True, description="every fresh replica serves the store's aliases")
 
 
 class LayerRow(BaseModel):
@@ -106,6 +122,7 @@ class PromoteResponse(BaseModel):
     forced: bool = Field(False, description="promoted with ?force=true")
     overridden: list[str] = Field(default_factory=list, description="the gates' refusals a forced promotion "
                                   "went past (recorded in the history)")
+    replicas_url: str = Field(description="where to watch every replica converge on it (GET /models/{task})")
 
 
 class Health(BaseModel):

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
     shadow_queue_max: int = Field(64, ge=1, description="served requests waiting for their shadow run, per worker "
                                   "process; past it a shadow's share is dropped (and counted), never waited for")
+    heartbeat_s: float = Field(5.0, gt=0, description="how often each worker process writes what it serves to "
+                               "the store (`_replicas/<id>.json`, shown by GET /models/{task})")
+    replica_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+                                   description="this process's name in the heartbeats (default: <hostname>-<pid>)")
     shadow_time_share: float = Field(0.05, gt=0, le=1, description="at most this share of the time goes to shadow "
                                      "runs (per worker process: the shadow's thread sleeps in between)")
     batching: dict[str, dict[str, float]] = Field(

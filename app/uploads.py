@@ -84,7 +84,7 @@ def parse_multipart(body: bytes, content_type: str | None, max_parts: int) -> li
 
     def on_part_begin() -> None:
         if len(parts) >= max_parts:
-            raise ApiError(413, "too_many_parts", f"the multipart body has more than {max_parts} parts "
+            raise ApiError(422, "too_many_parts", f"the multipart body has more than {max_parts} parts "
                            "(MODELHOUSE_MAX_FILES_PER_REQUEST files, plus a few other fields)")
         parts.append(Part())
 

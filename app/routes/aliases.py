@@ -18,7 +18,8 @@ TaskParam = Annotated[str, PathParam(description="task name", examples=["digits"
 AliasParam = Annotated[str, PathParam(description="alias", examples=["production"])]
 ReasonParam = Annotated[str, Query(max_length=MAX_REASON_LENGTH, description="why (recorded in the history)")]
 READ_ERRORS = {404: {"model": ErrorResponse, "description": "unknown task or alias"}}
-WRITE_ERRORS = {**READ_ERRORS, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+WRITE_ERRORS = {**READ_ERRORS, 400: {"model": ErrorResponse, "description": "a body that is not JSON"},
+                401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
                 409: {"model": ErrorResponse, "description": "the candidate fails verification, or its labels or "
                       "input differ from the incumbent's (canary: unless `force`)"},
                 422: {"model": ErrorResponse, "description": "invalid rollout parameters (named in the message)"}}

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 
 from app.dependencies import AdminDep, ServerDep
 from app.schemas import (ErrorResponse, HistoryEvent, HistoryResponse, LayerSummary, ModelsIndex, PromoteResponse,
-                         TaskDetail, TaskSummary, VersionBrief, VersionDetail)
+                         ReplicaView, TaskDetail, TaskSummary, VersionBrief, VersionDetail)
 from models.registry import DEFAULT_ALIAS, MAX_NAME_LENGTH
 from models.registry.history import MAX_REASON_LENGTH
 from models.registry.store import check_name
@@ -55,7 +55,12 @@ async def show_task(task: TaskParam, server: ServerDep) -> TaskDetail:
         briefs.append(VersionBrief(version=version, kind=manifest.kind, created_at=manifest.created_at,
                                    architecture=manifest.architecture.name, parameters=manifest.parameters,
                                    metrics=_headline(manifest.metrics), aliases=_aliases_of(aliases, version)))
-    return TaskDetail(task=task, aliases=aliases, versions=briefs)
+    replicas = [ReplicaView(replica=r["replica"], host=r["host"], pid=r["pid"], time=r["time"], age_s=r["age_s"],
+                            stale=r["stale"], aliases=r["serving"].get(task, {}),
+                            converged=r["serving"].get(task, {}) == aliases)
+                for r in await server.pool.run(server.heartbeat.replicas)]
+    return TaskDetail(task=task, aliases=aliases, versions=briefs, replicas=replicas,
+                      converged=all(r.converged for r in replicas if not r.stale))
 
 
 # Before /{task}/{version}, which would take "history" for a version id.
@@ -107,4 +112,4 @@ async def promote_version(task: TaskParam, version: VersionParam, server: Server
         server.registry.promote_detailed, task, model.version, alias, actor=actor, force=force, reason=reason,
         tolerance=server.settings.promotion_tolerance))
     return PromoteResponse(task=task, alias=alias, version=promotion.version, previous=promotion.previous,
-                           forced=promotion.forced, overridden=list(promotion.overridden))
+                           forced=promotion.forced, overridden=list(promotion.overridden), replicas_url=f"/models/{task}")

@@ -37,9 +37,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         408: "the request body did not arrive within MODELHOUSE_BODY_TIMEOUT_S",
         404: "unknown task, version or alias",
         409: "the version fails verification",
-        413: "request body, an image, or all the images of the request together too large; too many parts",
+        413: "request body, an image, or all the images of the request together too large",
         415: "wrong content type for the task's kind, or a file that is not a supported image",
-        422: "invalid parameters or body fields (named in the message); an image of too extreme an aspect ratio",
+        422: "invalid parameters or body fields (named in the message): more files or multipart parts than "
+             "allowed; an image of too extreme an aspect ratio",
         503: "the model's queue is full (Retry-After says when to retry)",
         504: "inference did not finish within the request timeout",
     }.items()

@@ -28,6 +28,7 @@ from app.serving.pool import InferencePool
 from app.prediction_log import PredictionLog
 from app.request_ids import current_request_id
 from app.serving.control import RolloutControl
+from app.serving.heartbeat import Heartbeat, default_replica_id
 from app.serving.resolver import VersionResolver
 from app.serving.rollouts import is_server_error
 from app.serving.shadow import ShadowJob
@@ -59,6 +60,8 @@ class ModelServer:
         self.batchers = Batchers(policy, settings.batching, self.pool.runner)
         self._summaries: dict[Key, dict[str, Any]] = {}
         self.rollouts = RolloutControl(self)
+        self.heartbeat = Heartbeat(registry.root, settings.replica_id or default_replica_id(), settings.heartbeat_s,
+                                   self.serving_aliases)
         self.prediction_log = PredictionLog.from_settings(settings)
         self.readiness: dict[str, str] = {}
         self.readiness_backends: dict[str, str] = {}
@@ -220,7 +223,12 @@ class ModelServer:
                 ok = False
         self.readiness, self.readiness_backends, self.ready = status, backends, ok
 
+    def serving_aliases(self) -> dict[str, dict[str, str]]:
+        """{task: {alias: version}} as this process resolves them now (what its heartbeat says)."""
+        return {task: self.resolver.aliases(task) for task in self.registry.tasks()}
+
     async def close(self) -> None:
+        await self.heartbeat.stop()
         await self.rollouts.close()
         await self.batchers.close()
         if self.prediction_log is not None:

@@ -106,7 +106,7 @@ def test_a_body_of_many_tiny_parts_stops_at_the_part_limit(client, mnist_test):
     from app.uploads import parse_multipart
 
     body, headers = multipart(110_000)
-    assert_error(client.post("/digits", content=body, headers=headers), 413, "too_many_parts")
+    assert_error(client.post("/digits", content=body, headers=headers), 422, "too_many_parts")
     with pytest.raises(ApiError, match="more than 72 parts"):
         parse_multipart(body, headers["content-type"], max_parts=72)
     probe(client, mnist_test)

@@ -88,7 +88,7 @@ def test_promote_switches_the_served_version_without_restart(client, registry, m
     response = client.post(f"/models/digits/{new}/promote", headers=AUTH)
     assert response.status_code == 200
     assert response.json() == {"task": "digits", "alias": "production", "version": new, "previous": old,
-                               "forced": False, "overridden": []}
+                               "forced": False, "overridden": [], "replicas_url": "/models/digits"}
     served = client.post("/digits", files=payload).json()
     assert served["model"]["version"] == new
     assert served["predictions"][0]["label"] == str((labels[0] + 1) % 10)

@@ -36,11 +36,11 @@ def test_a_worse_candidate_is_refused_with_reasons_and_promoted_with_force(make_
     forced = client.post(f"/models/digits/{worse}/promote", params={"force": "true", "reason": "hotfix"}, headers=AUTH)
     assert forced.status_code == 200, forced.text
     assert forced.json() == {"task": "digits", "alias": "production", "version": worse, "previous": old,
-                             "forced": True, "overridden": error["details"]["reasons"]}
+                             "forced": True, "overridden": error["details"]["reasons"], "replicas_url": "/models/digits"}
     assert client.post("/digits", files=payload).json()["model"]["version"] == worse
     back = client.post(f"/models/digits/{old}/promote", headers=AUTH)
     assert back.json() == {"task": "digits", "alias": "production", "version": old, "previous": worse,
-                           "forced": False, "overridden": []}
+                           "forced": False, "overridden": [], "replicas_url": "/models/digits"}
 
 
 def test_the_tolerance_setting_lets_a_slightly_worse_candidate_through(make_client, registry: ModelRegistry):

@@ -156,3 +156,11 @@ def test_prediction_metrics_carry_task_version_and_alias(client, registry, mnist
     text = client.get("/metrics").text
     assert f'modelhouse_predictions_total{{alias="production",task="digits",version="{version}"}} 1.0' in text
     assert f'modelhouse_predictions_total{{alias="",task="digits",version="{version}"}} 1.0' in text
+
+
+def test_a_wrong_method_names_every_method_the_path_takes(client):
+    response = client.request("OPTIONS", "/models/digits/aliases/production/canary")
+    assert response.status_code == 405 and response.headers["allow"] == "DELETE, POST"
+    assert client.post("/models/digits/aliases/production/canary", content=b"{nope",
+                       headers={**AUTH, "Content-Type": "application/json"},
+                       ).status_code == 400
