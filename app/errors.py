@@ -24,6 +24,7 @@ from models.registry import (
     InvalidRolloutError,
     InvalidVersionIdError,
     PromotionRefusedError,
+    StoreUnavailableError,
     UnknownTaskError,
     UnknownVersionError,
 )
@@ -53,6 +54,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UndecodableImageError: (400, "undecodable_image"),
     ImageTooLargeError: (413, "image_too_large"),
     ImageAspectError: (422, "unsupported_aspect_ratio"),
+    StoreUnavailableError: (503, "store_unavailable"),
 }
 
 

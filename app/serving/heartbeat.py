@@ -79,11 +79,18 @@ class Heartbeat:
     def start(self, run_blocking: Any) -> None:
         """Beat every `interval_s` on the event loop's behalf, the I/O through `run_blocking`."""
         async def loop() -> None:
+            failing = False
             while True:
                 try:
                     await run_blocking(self.beat)
-                except Exception as exc:  # a store that went away: keep serving, say so in the log
-                    log.warning("heartbeat to %s failed: %s", self.path, exc)
+                    if failing:
+                        log.warning("heartbeat to %s works again", self.path)
+                    failing = False
+                except Exception as exc:  # a store gone or read-only: keep serving; say so once, not every beat
+                    if not failing:
+                        log.warning("heartbeat to %s failed (this process is not listed there until it "
+                                    "works): %s", self.path, exc)
+                    failing = True
                 await asyncio.sleep(self.interval_s)
 
         self._task = asyncio.get_running_loop().create_task(loop())

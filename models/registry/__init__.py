@@ -8,6 +8,7 @@ from models.registry.errors import (
     InvalidVersionIdError,
     PromotionRefusedError,
     RegistryError,
+    StoreUnavailableError,
     UnknownTaskError,
     UnknownVersionError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ModelRegistry",
     "PromotionRefusedError",
     "RegistryError",
+    "StoreUnavailableError",
     "UnknownTaskError",
     "UnknownVersionError",
     "layer_summary",

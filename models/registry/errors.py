@@ -42,3 +42,8 @@ class PromotionRefusedError(RegistryError):
 class InvalidRolloutError(RegistryError):
     """A canary, shadow or rollback that cannot be: a value out of range, a candidate that is already the
     incumbent, nothing to roll back to. The message names the valid range."""
+
+
+class StoreUnavailableError(RegistryError):
+    """The store cannot be written (read-only, full, gone): the service's state, not the request's."""
+

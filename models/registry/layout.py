@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from models.registry.errors import InvalidVersionIdError
+from models.registry.errors import InvalidVersionIdError, StoreUnavailableError
 from models.registry.manifest import read_json_object
 from models.registry.schema import MAX_NAME_LENGTH, NAME_PATTERN
 
@@ -49,7 +49,8 @@ def task_lock(directory: Path) -> Iterator[None]:
     """Hold the exclusive lock of `directory`'s aliases, history and rollouts (flock on `.aliases.lock`).
 
     Re-entrant within one thread (a promotion that records an event takes it once); other threads and
-    processes wait. flock serialises writers on one host only: over NFS or an object store it does not.
+    processes wait. flock serialises writers across hosts only where the file system makes it a server-side
+    lock (NFSv4 without `local_lock`; docs/deployment.md); an object store has no such lock.
     """
     key = str(directory.resolve() / LOCK_FILE)  # one key per file however it is reached (a second flock would wait)
     depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
@@ -60,12 +61,17 @@ def task_lock(directory: Path) -> Iterator[None]:
         finally:
             depth[key] -= 1
         return
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o644)  # 0644 less the umask, like every registry file
+    try:
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o644)  # 0644 less the umask, like every registry file
+    except OSError as exc:
+        raise StoreUnavailableError(f"cannot write the store at {directory}: {exc.strerror or exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         depth[key] = 1
         try:
             yield
+        except OSError as exc:  # a write under the lock failed (disk full, read-only remount)
+            raise StoreUnavailableError(f"cannot write the store at {directory}: {exc.strerror or exc}") from exc
         finally:
             del depth[key]
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -4,6 +4,7 @@ endpoint and who it says made each change, and the admin tokens (named ones, the
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -116,3 +117,19 @@ def test_rollout_errors_map_to_their_status():
     assert (status, body["error"]["code"], body["error"]["details"]) == (409, "promotion_refused", {"reasons": ["a", "b"]})
     status, body, _ = error_parts(InvalidRolloutError("percent must be > 0 and < 100"))
     assert (status, body["error"]["code"]) == (422, "invalid_rollout") and "details" not in body["error"]
+
+
+def test_a_store_that_cannot_be_written_is_a_503_not_a_500(client, registry, store):
+    lock = store / "digits" / ".aliases.lock"
+    lock.unlink(missing_ok=True)
+    (store / "digits").chmod(0o555)  # read-only, as the image's store is under readOnlyRootFilesystem
+    try:
+        if os.access(store / "digits", os.W_OK):  # root ignores the mode: make the lock path a directory instead
+            (store / "digits").chmod(0o755)
+            lock.mkdir()
+        response = client.post(f"/models/digits/{registry.resolve('digits')}/promote", headers=AUTH)
+    finally:
+        (store / "digits").chmod(0o755)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "store_unavailable"
+    assert client.get("/healthz").status_code == 200
