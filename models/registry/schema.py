@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.registry.errors import InvalidManifestError
+from models.tta import TTA_KEY, TTA_MODES
 
 MAX_NAME_LENGTH = 80  # task, version, alias and artifact names
 NAME_PATTERN = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 1}}}$")
@@ -140,6 +141,10 @@ class Manifest(_Strict):
         if self.preprocessing.get("kind") not in valid:
             raise ValueError(f"preprocessing.kind {self.preprocessing.get('kind')!r} does not fit kind {self.kind!r}; "
                              f"valid: {', '.join(valid)}")
+        tta = self.preprocessing.get(TTA_KEY)
+        if tta is not None and (self.kind != "image-classification" or tta not in TTA_MODES):
+            raise ValueError(f"preprocessing.{TTA_KEY} {tta!r} is not a test-time augmentation of kind {self.kind!r}; "
+                             f"valid: {', '.join(TTA_MODES) if self.kind == 'image-classification' else 'none'}")
         top = self.serving
         if top.default_top_k and top.max_top_k and top.default_top_k > top.max_top_k:
             raise ValueError("serving.default_top_k must not exceed serving.max_top_k")

