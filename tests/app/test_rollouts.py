@@ -161,6 +161,6 @@ def test_prediction_metrics_carry_task_version_and_alias(client, registry, mnist
 def test_a_wrong_method_names_every_method_the_path_takes(client):
     response = client.request("OPTIONS", "/models/digits/aliases/production/canary")
     assert response.status_code == 405 and response.headers["allow"] == "DELETE, POST"
-    assert client.post("/models/digits/aliases/production/canary", content=b"{nope",
+    assert client.post("/models/digits/aliases/production/canary", content=b"\xff\xfe{",  # not UTF-8: 400
                        headers={**AUTH, "Content-Type": "application/json"},
                        ).status_code == 400
