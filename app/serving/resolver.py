@@ -14,10 +14,11 @@ StatKey = tuple[int, int, int] | None
 
 
 def stat_key(path: str) -> StatKey:
-    """(mtime_ns, inode, size) of `path`, None when it does not exist."""
+    """(mtime_ns, inode, size) of `path`, None when it does not exist or cannot (a name from a request that
+    is too long or not a directory's: the registry then refuses the name itself, with a 404)."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return None
     return st.st_mtime_ns, st.st_ino, st.st_size
 

@@ -164,3 +164,9 @@ def test_a_wrong_method_names_every_method_the_path_takes(client):
     assert client.post("/models/digits/aliases/production/canary", content=b"\xff\xfe{",  # not UTF-8: 400
                        headers={**AUTH, "Content-Type": "application/json"},
                        ).status_code == 400
+
+
+def test_a_task_name_no_file_system_takes_is_a_404(client, mnist_test):
+    for task in ["x" * 300, "%C3%B6%0A" * 60, "%F1%A1%BD%85" * 70]:  # longer than a file name may be
+        response = client.post(f"/models/{task}/predict", files=digit_files(mnist_test))
+        assert response.status_code == 404, (task, response.text)
