@@ -71,7 +71,10 @@ class Heartbeat:
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # half-written by an old version, or removed meanwhile
             if age > FORGET_AFTER_BEATS * self.interval_s:
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:  # a read-only store: not listed all the same
+                    pass
                 continue
             found.append({**record, "age_s": round(age, 3), "stale": age > STALE_AFTER_BEATS * self.interval_s})
         return found
@@ -104,4 +107,7 @@ class Heartbeat:
         except asyncio.CancelledError:
             pass
         self._task = None
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:  # never written (a read-only store), or the store is gone
+            pass

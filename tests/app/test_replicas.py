@@ -67,3 +67,17 @@ def test_a_replica_that_stops_removes_its_heartbeat(make_client, store):
     assert wait_for(path.is_file)
     client.__exit__(None, None, None)
     assert not path.exists()
+
+
+def test_a_read_only_store_still_lists_replicas_and_never_answers_500(make_client, store):
+    client = make_client(replica_id="ro", heartbeat_s=BEAT_S)
+    directory = store / REPLICAS_DIR
+    wait_for(lambda: (directory / "ro.json").is_file())
+    (directory / "dead.json").write_text(json.dumps({"replica": "dead", "host": "h", "pid": 1, "started_at": "-",
+                                                     "time": "-", "unix_time": 0, "serving": {}}))
+    directory.chmod(0o555)  # the dead one cannot be removed (root ignores this: then it simply is)
+    try:
+        response = client.get("/models/digits")
+    finally:
+        directory.chmod(0o755)
+    assert response.status_code == 200 and "dead" not in {r["replica"] for r in response.json()["replicas"]}
