@@ -55,11 +55,7 @@ async def start_canary(task: TaskParam, alias: AliasParam, body: CanaryRequest, 
                summary="End the alias's canary: every request goes to the incumbent again")
 async def end_canary(task: TaskParam, alias: AliasParam, server: ServerDep, actor: AdminDep,
                      reason: ReasonParam = "ended by hand") -> AliasState:
-    _check(task, alias)
-    before = server.rollouts.alias_state(task, alias)
-    await server.pool.run(partial(server.registry.end_canary, task, alias, actor=actor, reason=reason,
-                                  stats=_counts(before["canary"])))
-    return AliasState(**server.rollouts.alias_state(task, alias))
+    return await _end(server, task, alias, "canary", actor, reason)
 
 
 @router.post("/shadow", response_model=AliasState, responses=WRITE_ERRORS,
@@ -77,10 +73,15 @@ async def start_shadow(task: TaskParam, alias: AliasParam, body: ShadowRequest, 
                summary="End the alias's shadow")
 async def end_shadow(task: TaskParam, alias: AliasParam, server: ServerDep, actor: AdminDep,
                      reason: ReasonParam = "ended by hand") -> AliasState:
+    return await _end(server, task, alias, "shadow", actor, reason)
+
+
+async def _end(server: ServerDep, task: str, alias: str, rollout: str, actor: str, reason: str) -> AliasState:
+    """End the alias's canary or shadow (`rollout`), recording this process's counts of it."""
     _check(task, alias)
     before = server.rollouts.alias_state(task, alias)
-    await server.pool.run(partial(server.registry.end_shadow, task, alias, actor=actor, reason=reason,
-                                  stats=_counts(before["shadow"])))
+    end = server.registry.end_canary if rollout == "canary" else server.registry.end_shadow
+    await server.pool.run(partial(end, task, alias, actor=actor, reason=reason, stats=_counts(before[rollout])))
     return AliasState(**server.rollouts.alias_state(task, alias))
 
 

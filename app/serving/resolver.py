@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from models.registry import DEFAULT_ALIAS, ModelRegistry
 from models.registry.rollouts import ROLLOUTS_FILE, AliasRollout
@@ -11,6 +13,7 @@ from models.registry.store import ALIASES_FILE
 MAX_CACHED_TASKS = 1024
 
 StatKey = tuple[int, int, int] | None
+T = TypeVar("T")
 
 
 def stat_key(path: str) -> StatKey:
@@ -57,25 +60,21 @@ class VersionResolver:
 
     def aliases(self, task: str) -> dict[str, str]:
         """`task`'s aliases, re-read only when aliases.json changed ({} for a task that is gone)."""
-        key = stat_key(self._paths(task)[1])
-        if key is None:
-            return {}
-        cached = self._aliases.get(task)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        aliases = self.registry.aliases(task)
-        self._aliases[task] = (key, aliases)
-        return aliases
+        return self._reread(self._aliases, task, self._paths(task)[1], self.registry.aliases)
 
     def rollouts(self, task: str) -> dict[str, AliasRollout]:
         """`task`'s canaries and shadows by alias, re-read only when rollouts.json changed ({} without one)."""
-        key = stat_key(self._paths(task)[2])
+        return self._reread(self._rollouts, task, self._paths(task)[2], self.registry.rollouts)
+
+    @staticmethod
+    def _reread(cache: dict[str, tuple[StatKey, T]], task: str, path: str, read: Callable[[str], T]) -> T | dict:
+        """`read(task)`, from `cache` while `path`'s stat is unchanged; {} while the file does not exist."""
+        key = stat_key(path)
         if key is None:
             return {}
-        cached = self._rollouts.get(task)
+        cached = cache.get(task)
         if cached is not None and cached[0] == key:
             return cached[1]
-        rollouts = self.registry.rollouts(task)
-        self._rollouts[task] = (key, rollouts)
-        return rollouts
-
+        value = read(task)
+        cache[task] = (key, value)
+        return value
