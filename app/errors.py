@@ -24,6 +24,7 @@ from models.registry import (
     InvalidRolloutError,
     InvalidVersionIdError,
     PromotionRefusedError,
+    StoreConflictError,
     StoreUnavailableError,
     UnknownTaskError,
     UnknownVersionError,
@@ -55,6 +56,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ImageTooLargeError: (413, "image_too_large"),
     ImageAspectError: (422, "unsupported_aspect_ratio"),
     StoreUnavailableError: (503, "store_unavailable"),
+    StoreConflictError: (409, "store_conflict"),
 }
 
 

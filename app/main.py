@@ -30,6 +30,7 @@ from app.settings import Settings
 from app.v2 import V2Routes
 from models.devices import select_device
 from models.registry import DEFAULT_ALIAS, ModelRegistry, RegistryError
+from models.registry.synced import open_registry
 
 log = logging.getLogger("app")
 
@@ -101,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     torch.set_num_threads(settings.torch_threads)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-    registry = ModelRegistry(settings.store_dir)
+    registry = open_registry(settings.store or settings.store_dir, settings.cache_dir)
     metrics = Metrics()
     server = ModelServer(settings, registry, select_device(settings.device), metrics)
 
@@ -112,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if task is None:
             server.ready = True
         server.heartbeat.start(server.pool.run)
+        if server.store_poller is not None:
+            server.store_poller.start()
         yield
         if task is not None and not task.done():
             task.cancel()
@@ -123,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.server, app.state.metrics = settings, server, metrics
     app.add_middleware(RequestMiddleware, metrics=metrics)
     install_error_handlers(app)
+    if server.store_poller is not None:  # the mirror first: the named endpoints are the store's routes.json
+        server.store_poller.sync_now(warm=False)  # unreachable: serve what the mirror has, degraded
     routes = registry.routes()
     app.predict_routes = predict.PredictRoutes(routes)
     for module in (aliases, models, health, page):

@@ -53,6 +53,9 @@ class Metrics:
         self.shadow_failures = Counter("modelhouse_shadow_failures_total", "shadow requests that failed or were "
                                        "dropped (queue full)", ["task", "alias", "version", "reason"],
                                        registry=self.registry)
+        # 1 while this process cannot reach its object store (it keeps serving what it has); per process
+        self.store_degraded = Gauge("modelhouse_store_degraded", "1 while the object store cannot be reached",
+                                    registry=self.registry, multiprocess_mode="max")
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once per label set: `labels()` takes a lock and checks its

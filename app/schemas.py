@@ -90,6 +90,7 @@ class TaskDetail(BaseModel):
     replicas: list[ReplicaView] = Field(default_factory=list, description="every process sharing the store, "
                                         "from its heartbeat (MODELHOUSE_HEARTBEAT_S)")
     converged: bool = Field(True, description="every fresh replica serves the store's aliases")
+    store: StoreView | None = Field(None, description="with an object store: this process's view of it")
 
 
 class LayerRow(BaseModel):
@@ -129,8 +130,22 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class StoreView(BaseModel):
+    """This process's view of an object store (absent for a local directory)."""
+
+    url: str = Field(examples=["s3://models/store"])
+    degraded: bool = Field(description="the last poll could not reach the store: serving what this replica has")
+    error: str | None = Field(None, description="why, while degraded")
+    last_sync: str | None = Field(None, description="when a poll last reached the store (UTC)")
+    aliases: dict[str, str] | None = Field(None, description="the store's aliases of this task, as last read")
+    refused: dict[str, str] = Field(default_factory=dict, description="versions in the store this replica "
+                                    "refuses to serve (a checksum or manifest that fails), and why")
+
+
 class Readiness(BaseModel):
     status: str = Field(examples=["ready"])
+    store: str = Field("local", description="local (a directory), ok (an object store reached by the last poll) "
+                       "or degraded (unreachable: serving what this replica has, still ready)")
     models: dict[str, str] = Field(description="task -> loaded production version, or the load error",
                                    examples=[{"digits": "20261123-201500-lenet5"}])
     backends: dict[str, str] = Field(default_factory=dict, description="task -> what runs it (torch or onnxruntime)",

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.registry import DEFAULT_ROOT
+from models.registry.synced import local_path
 
 
 class Settings(BaseSettings):
@@ -20,6 +21,13 @@ class Settings(BaseSettings):
                                       hide_input_in_errors=True)
 
     store_dir: Path = Field(DEFAULT_ROOT, description="registry root (models/store in the repo)")
+    store: str | None = Field(None, description="the registry as a URL, over store_dir: file:///path, or "
+                              "s3://bucket[/prefix] (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                              "AWS_SECRET_ACCESS_KEY), which every replica polls and serves from a verified mirror")
+    cache_dir: Path | None = Field(None, description="with an s3:// store: the local mirror served from "
+                                   "(default: $XDG_CACHE_HOME/modelhouse/stores/<hash of the URL>)")
+    alias_poll_s: float = Field(2.0, gt=0, description="with an s3:// store: how often each process polls it "
+                                "for moved aliases, new versions and new tasks")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where networks run")
     admin_token: SecretStr | None = Field(None, description="bearer token for mutating endpoints; unset (and no "
                                           "admin_tokens) disables them; the history names it token:<sha256 prefix>")
@@ -85,6 +93,13 @@ class Settings(BaseSettings):
     prediction_log_max_bytes: int = Field(100 * 1024 * 1024, gt=0, description="a worker's log file is rotated "
                                           "past this size")
     prediction_log_backups: int = Field(5, ge=1, description="rotated files kept per worker process")
+
+    @field_validator("store")
+    @classmethod
+    def _store_is_a_valid_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            local_path(value)  # InvalidStoreURLError (a ValueError) names the valid forms
+        return value
 
     @model_validator(mode="after")
     def _admin_tokens_are_distinct(self) -> Settings:

@@ -22,7 +22,9 @@ from PIL import Image
 from app.main import create_app
 from app.settings import Settings
 from models.paths import data_dir
+from bench.s3server import S3Server
 from models.registry import DEFAULT_ROOT, ModelRegistry
+from models.registry.synced import upload
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = data_dir("mnist")
@@ -105,3 +107,23 @@ def make_client(store: Path) -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture()
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
+
+
+@pytest.fixture()
+def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """A real S3 server (`rclone serve s3` on loopback) over a temporary directory, with bucket `models`;
+    the AWS_* variables point every client of this test at it."""
+    server = S3Server(tmp_path / "s3").start()
+    server.bucket("models")
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_store(s3_server: S3Server, registry: ModelRegistry) -> str:
+    """The URL of an object store holding the committed digits task (one version, promoted)."""
+    url = "s3://models/store"
+    upload(registry, url, ["digits"])
+    return url

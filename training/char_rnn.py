@@ -23,7 +23,8 @@ from models.chars import CharCodec, chars_preset
 from models.devices import DEVICE_CHOICES, select_device
 from models.networks import build_network, count_parameters
 from models.networks.char_rnn import CELLS
-from models.registry import DEFAULT_ROOT, ModelRegistry
+from models.registry import DEFAULT_ROOT
+from models.registry.synced import STORE_HELP, open_registry, store_argument
 from training.artifacts import training_record, write_run_artifacts
 from training.char_rnn_metrics import completion_hit_rates, headline, held_out_bits, seed_check
 from training.data.words import WordCorpus, load_corpus, split_words
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps torch's default")
     p.add_argument("--limit", type=int, default=0, help="use only the N most frequent words: smoke tests")
     p.add_argument("--out-dir", type=Path, default=None, help="run folder (default runs/char_rnn/<time>)")
-    p.add_argument("--store", type=Path, default=DEFAULT_ROOT, help="registry root")
+    p.add_argument("--store", type=store_argument, default=str(DEFAULT_ROOT), help=STORE_HELP)
     p.add_argument("--alias", help="alias to point at the new version (seed corpus: 'seed')")
     p.add_argument("--promote", action="store_true", help="make the new version production")
     p.add_argument("--no-register", dest="register", action="store_false")
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.register:
         manifest = build_manifest(args, arch_args, codec, corpus, words, split, metrics, result, wall, device,
                                   start.commit)
-        registry = ModelRegistry(args.store)
+        registry = open_registry(args.store)
         summary["version"] = registry.register(TASK, network.cpu(), manifest, artifacts=artifacts)
         aliases = [a for a in (args.alias, "production" if args.promote else None) if a]
         for alias in aliases:

@@ -25,7 +25,8 @@ import torch
 from models.networks import count_parameters
 from models.optimize import inference_module
 from models.paths import REPO_ROOT, data_dir
-from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry
+from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT
+from models.registry.synced import STORE_HELP, open_registry, store_argument
 from models.registry.manifest import git_commit, sha256_file
 from models.runtime import load_model
 from models.tta import class_probabilities, tta_mode
@@ -52,7 +53,7 @@ def imagenet_labels() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.imagenet", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", type=Path, default=DEFAULT_ROOT, help="registry root (default: %(default)s)")
+    p.add_argument("--store", type=store_argument, default=str(DEFAULT_ROOT), help=f"{STORE_HELP} (default: %(default)s)")
     sub = p.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="register a pretrained ImageNet classifier")
     add.add_argument("--arch", required=True, help="efficientnet_lite0|1|2 or any torchvision classifier (see `list`)")
@@ -158,7 +159,7 @@ def add(args: argparse.Namespace) -> str:
     """Register `args.arch` as a new imagenet version; return its id."""
     commit = git_commit(Path(__file__).resolve().parent)
     source = pretrained(args.arch, allow_download=False if args.offline else None)
-    registry = ModelRegistry(args.store)
+    registry = open_registry(args.store)
     manifest = build_manifest(source, args, score_samples(source, args), commit)
     version = registry.register(TASK, source.network, manifest, version=args.version, label=args.arch,
                                 base_weights=source.base_weights)
@@ -173,7 +174,7 @@ def add(args: argparse.Namespace) -> str:
 def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Score each requested version on `args.images`; print the table, the misses and the latency."""
     torch.set_num_threads(args.threads)
-    registry = ModelRegistry(args.store)
+    registry = open_registry(args.store, sync=True)
     photos = collect_photos(args.images)
     refs = registry.versions(TASK) if args.all else args.version
     rows, report = [], []

@@ -36,6 +36,7 @@ from models.onnx_backend import BackendError
 from models.paths import REPO_ROOT
 from models.pretrained import lite_preset
 from models.registry import DEFAULT_ALIAS, ModelRegistry, PromotionRefusedError, RegistryError
+from models.registry.synced import open_registry
 from models.registry.manifest import git_commit
 from models.registry.promotion import Promotion
 from models.runtime import LoadedModel, load_model
@@ -202,7 +203,7 @@ def register_choice(chosen: Scored, source: Pretrained, args: argparse.Namespace
     manifest = candidate_manifest(source, args)
     manifest["metrics"] = dev_metrics(chosen, manifest["metrics"], args)
     manifest["evaluation"] = {"metric": METRIC, "higher_is_better": False}
-    return ModelRegistry(args.store).register(TASK, source.network, manifest, version=args.version,
+    return open_registry(args.store).register(TASK, source.network, manifest, version=args.version,
                                               label=f"efficientnet_{chosen.candidate.name}",
                                               base_weights=source.base_weights)
 
@@ -264,7 +265,7 @@ def choose(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str,
     for s in scored:
         s.summary = summarise(s, sets, classes)
     chosen = pick(scored, args.max_p50_ms)
-    registry = ModelRegistry(args.store)
+    registry = open_registry(args.store, sync=True)
     outcome: dict[str, Any] = {"chosen": None, "version": None, "promoted": False, "refusals": []}
     if chosen is not None:
         incumbent = incumbent_candidate(registry, scored)

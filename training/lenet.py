@@ -19,7 +19,8 @@ from torch import nn
 from models.devices import DEVICE_CHOICES, select_device
 from models.networks import DIGIT_ARCHITECTURES, build_network, count_parameters
 from models.preprocessing import MNIST_MEAN, MNIST_STD, digit_preset
-from models.registry import DEFAULT_ROOT, ModelRegistry
+from models.registry import DEFAULT_ROOT
+from models.registry.synced import STORE_HELP, open_registry, store_argument
 from models.registry.drift import prediction_baseline
 from training.artifacts import training_record, write_run_artifacts
 from training.augment import AffineRanges, random_affine
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only N training (and N dev/test) images: smoke tests")
     p.add_argument("--out-dir", type=Path, default=None, help="run folder (default runs/lenet/<time>)")
     p.add_argument("--resume", type=Path, default=None, help="checkpoint.pt of an interrupted run")
-    p.add_argument("--store", type=Path, default=DEFAULT_ROOT, help="registry root")
+    p.add_argument("--store", type=store_argument, default=str(DEFAULT_ROOT), help=STORE_HELP)
     p.add_argument("--promote", action="store_true", help="make the new version production")
     p.add_argument("--no-register", dest="register", action="store_false")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.register:
         manifest = build_manifest(args, report, matrix, torch.softmax(test["logits"], 1), result, data, wall, device,
                                   start.commit)
-        registry = ModelRegistry(args.store)
+        registry = open_registry(args.store)
         summary["version"] = registry.register(TASK, model.cpu(), manifest, artifacts=artifacts)
         if args.promote:
             registry.promote(TASK, summary["version"], actor="trainer:lenet")

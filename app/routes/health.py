@@ -18,9 +18,12 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
-            summary="Readiness: every production model is loaded (503 until then)")
+            summary="Readiness: every production model is loaded (503 until then); an unreachable object "
+                    "store leaves it ready, with store: degraded")
 async def readyz(server: ServerDep) -> Readiness | JSONResponse:
-    body = Readiness(status="ready" if server.ready else "loading", models=server.readiness,
+    poller = server.store_poller
+    store = "local" if poller is None else "degraded" if poller.state.degraded else "ok"
+    body = Readiness(status="ready" if server.ready else "loading", store=store, models=server.readiness,
                      backends=server.readiness_backends)
     if not server.ready:
         return JSONResponse(body.model_dump(), status_code=503)

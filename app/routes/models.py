@@ -11,7 +11,9 @@ from fastapi.responses import FileResponse
 
 from app.dependencies import AdminDep, ServerDep
 from app.schemas import (ErrorResponse, HistoryEvent, HistoryResponse, LayerSummary, ModelsIndex, PromoteResponse,
-                         ReplicaView, TaskDetail, TaskSummary, VersionBrief, VersionDetail)
+                         ReplicaView, StoreView, TaskDetail, TaskSummary, VersionBrief, VersionDetail)
+from app.serving.heartbeat import utc_stamp
+from app.serving.server import ModelServer
 from models.registry import DEFAULT_ALIAS, MAX_NAME_LENGTH
 from models.registry.history import MAX_REASON_LENGTH
 from models.registry.store import check_name
@@ -55,12 +57,26 @@ async def show_task(task: TaskParam, server: ServerDep) -> TaskDetail:
         briefs.append(VersionBrief(version=version, kind=manifest.kind, created_at=manifest.created_at,
                                    architecture=manifest.architecture.name, parameters=manifest.parameters,
                                    metrics=_headline(manifest.metrics), aliases=_aliases_of(aliases, version)))
+    store = store_view(server, task)
+    wanted = store.aliases if store is not None and store.aliases is not None else aliases  # the store's word
     replicas = [ReplicaView(replica=r["replica"], host=r["host"], pid=r["pid"], time=r["time"], age_s=r["age_s"],
                             stale=r["stale"], aliases=r["serving"].get(task, {}),
-                            converged=r["serving"].get(task, {}) == aliases)
+                            converged=r["serving"].get(task, {}) == wanted)
                 for r in await server.pool.run(server.heartbeat.replicas)]
     return TaskDetail(task=task, aliases=aliases, versions=briefs, replicas=replicas,
-                      converged=all(r.converged for r in replicas if not r.stale))
+                      converged=all(r.converged for r in replicas if not r.stale), store=store)
+
+
+def store_view(server: ModelServer, task: str) -> StoreView | None:
+    """This process's view of its object store, as it concerns `task` (None for a local directory)."""
+    poller = server.store_poller
+    if poller is None:
+        return None
+    state = poller.state
+    synced = state.last_sync_unix
+    return StoreView(url=state.url, degraded=state.degraded, error=state.error,
+                     last_sync=utc_stamp(synced) if synced is not None else None,
+                     aliases=poller.mirror.store_aliases.get(task), refused=dict(state.refused.get(task, {})))
 
 
 # Before /{task}/{version}, which would take "history" for a version id.

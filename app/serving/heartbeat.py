@@ -6,7 +6,8 @@ own view of the store: on a network volume that caches attributes, it can lag th
 /models/{task}` reads them all and says whether the fresh ones agree with the store: after a promotion
 through any replica, that is where to watch the others converge. A process that stops removes its file;
 one that died leaves it, shown as stale after `STALE_AFTER_BEATS` missed beats and removed after
-`FORGET_AFTER_BEATS`.
+`FORGET_AFTER_BEATS`. With an object store, each beat is also written there (`publish`), and the
+store's poller copies everyone's into the local mirror that `replicas` reads.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from models.registry.manifest import write_json_atomic
@@ -40,8 +42,10 @@ def utc_stamp(seconds: float) -> str:
 class Heartbeat:
     """Writes this process's heartbeat; reads everyone's. `serving()` gives {task: {alias: version}}."""
 
-    def __init__(self, root: Path, replica_id: str, interval_s: float, serving: Any) -> None:
+    def __init__(self, root: Path, replica_id: str, interval_s: float, serving: Any,
+                 publish: Callable[[str, bytes | None], None] | None = None) -> None:
         self.directory, self.replica_id, self.interval_s, self.serving = root / REPLICAS_DIR, replica_id, interval_s, serving
+        self.publish = publish
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None
 
@@ -52,10 +56,13 @@ class Heartbeat:
     def beat(self) -> None:
         """Write the heartbeat now (blocking: file I/O)."""
         now = time.time()
+        record = {"replica": self.replica_id, "host": socket.gethostname(), "pid": os.getpid(),
+                  "started_at": utc_stamp(self.started), "time": utc_stamp(now), "unix_time": now,
+                  "serving": self.serving()}
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"replica": self.replica_id, "host": socket.gethostname(), "pid": os.getpid(),
-                                      "started_at": utc_stamp(self.started), "time": utc_stamp(now), "unix_time": now,
-                                      "serving": self.serving()})
+        write_json_atomic(self.path, record)
+        if self.publish is not None:
+            self.publish(f"{REPLICAS_DIR}/{self.path.name}", json.dumps(record).encode())
 
     def replicas(self) -> list[dict[str, Any]]:
         """Every heartbeat in the store with its age and staleness; files of long-dead processes removed."""
@@ -73,7 +80,9 @@ class Heartbeat:
             if age > FORGET_AFTER_BEATS * self.interval_s:
                 try:
                     path.unlink(missing_ok=True)
-                except OSError:  # a read-only store: not listed all the same
+                    if self.publish is not None:  # an object store's copy, or the next sync brings it back
+                        self.publish(f"{REPLICAS_DIR}/{path.name}", None)
+                except Exception:  # a read-only or unreachable store: not listed all the same
                     pass
                 continue
             found.append({**record, "age_s": round(age, 3), "stale": age > STALE_AFTER_BEATS * self.interval_s})
@@ -109,5 +118,7 @@ class Heartbeat:
         self._task = None
         try:
             self.path.unlink(missing_ok=True)
-        except OSError:  # never written (a read-only store), or the store is gone
+            if self.publish is not None:
+                self.publish(f"{REPLICAS_DIR}/{self.path.name}", None)
+        except Exception:  # never written (a read-only store), or the store is gone
             pass

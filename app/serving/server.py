@@ -32,8 +32,10 @@ from app.serving.heartbeat import Heartbeat, default_replica_id
 from app.serving.resolver import VersionResolver
 from app.serving.rollouts import is_server_error
 from app.serving.shadow import ShadowJob
+from app.serving.store_sync import StorePoller
 from app.settings import Settings
 from models.registry import DEFAULT_ALIAS, Manifest, ModelRegistry, layer_summary
+from models.registry.synced import SyncedRegistry
 from models.preprocessing import example_input
 from models.runtime import LoadedModel
 
@@ -60,8 +62,11 @@ class ModelServer:
         self.batchers = Batchers(policy, settings.batching, self.pool.runner)
         self._summaries: dict[Key, dict[str, Any]] = {}
         self.rollouts = RolloutControl(self)
+        synced = registry if isinstance(registry, SyncedRegistry) else None
+        self.store_poller = (StorePoller(synced.url, synced.mirror, settings.alias_poll_s, self._warm, metrics)
+                             if synced is not None else None)
         self.heartbeat = Heartbeat(registry.root, settings.replica_id or default_replica_id(), settings.heartbeat_s,
-                                   self.serving_aliases)
+                                   self.serving_aliases, publish=synced.mirror.publish if synced is not None else None)
         self.prediction_log = PredictionLog.from_settings(settings)
         self.readiness: dict[str, str] = {}
         self.readiness_backends: dict[str, str] = {}
@@ -78,6 +83,13 @@ class ModelServer:
         if manifest.serving.backend is not None:
             return manifest.serving.backend
         return self.kind_of(manifest).default_backend if self.device.type == "cpu" else "torch"
+
+    def _warm(self, task: str, version: str) -> None:
+        """Load a version an alias is about to name (the store's poller, before it moves the alias)."""
+        try:
+            self.cache.get((task, version))
+        except Exception as exc:  # the request that needs it reports the error; the alias still moves
+            log.error("cannot load %s/%s before serving it: %s", task, version, exc)
 
     def _aliased(self) -> set[Key]:
         return {(task, version) for task in self.registry.tasks() for version in self.resolver.aliases(task).values()}
@@ -229,6 +241,8 @@ class ModelServer:
 
     async def close(self) -> None:
         await self.heartbeat.stop()
+        if self.store_poller is not None:
+            await self.store_poller.stop()
         await self.rollouts.close()
         await self.batchers.close()
         if self.prediction_log is not None:

@@ -1,8 +1,10 @@
-"""Registry CLI: `python -m models.registry {list,show,promote,rollback,history,verify,drift}`.
+"""Registry CLI: `python -m models.registry {list,show,promote,rollback,history,verify,upload,drift}`.
 
 Works on the store directly (no running service needed); a running service picks up a
 promotion or rollback made here on its next request, because it re-reads the alias file.
-Changes are recorded in the task's history as made by `cli:<user>`.
+Changes are recorded in the task's history as made by `cli:<user>`. `--store` also takes an object
+store's URL (s3://bucket/prefix): changes then go to the store, and the fleet's replicas poll it;
+`upload` copies a local store's tasks into one.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry, PromotionRefusedError, RegistryError
+from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, PromotionRefusedError, RegistryError
 from models.registry.drift import drift_main
+from models.registry.errors import InvalidStoreURLError
+from models.registry.synced import STORE_HELP, local_path, open_registry, store_argument, upload
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models.registry", description=__doc__)
-    parser.add_argument("--store", type=Path, default=DEFAULT_ROOT, help="registry root (default: %(default)s)")
+    parser.add_argument("--store", type=store_argument, default=str(DEFAULT_ROOT),
+                        help=f"{STORE_HELP} (default: %(default)s)")
+    parser.add_argument("--cache-dir", type=Path, help="an object store's local mirror (default: under "
+                        "$XDG_CACHE_HOME/modelhouse/stores)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="tasks, versions and aliases").add_argument("task", nargs="?")
     show = sub.add_parser("show", help="print a version's manifest")
@@ -43,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="the raw JSON lines")
     verify = sub.add_parser("verify", help="check the sha256 of every version's files")
     verify.add_argument("task", nargs="?")
+    upload = sub.add_parser("upload", help="copy this store's tasks into an object store (versions it lacks; "
+                            "aliases, rollouts and history only where it has none)")
+    upload.add_argument("url", type=store_argument, help="s3://bucket[/prefix]")
+    upload.add_argument("tasks", nargs="*", help="default: every task")
     drift = sub.add_parser("drift", add_help=False, help="compare a prediction log's class mix and confidence with "
                            "the version's baseline (`drift --help` for its options)")
     drift.add_argument("rest", nargs=argparse.REMAINDER)
@@ -56,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(raw)
     if args.command == "drift":  # its own parser; a --store given after `drift` wins over the global one
         return drift_main(["--store", str(args.store), *args.rest])
-    registry = ModelRegistry(args.store)
     try:
-        if args.command == "list":
+        registry = open_registry(args.store, args.cache_dir, sync=True)
+        if args.command == "upload":
+            if local_path(args.url) is not None:
+                raise InvalidStoreURLError(f"upload goes to an object store (s3://bucket[/prefix]), not {args.url}")
+            for name in upload(registry, args.url, args.tasks or None):
+                print(f"uploaded {name}")
+        elif args.command == "list":
             for task in [args.task] if args.task else registry.tasks():
                 aliases = registry.aliases(task)
                 by_version: dict[str, list[str]] = {}

@@ -47,3 +47,11 @@ class InvalidRolloutError(RegistryError):
 class StoreUnavailableError(RegistryError):
     """The store cannot be written (read-only, full, gone): the service's state, not the request's."""
 
+
+
+class StoreConflictError(RegistryError):
+    """A conditional write lost a race: the file changed in the store since it was read. Retry the change."""
+
+
+class InvalidStoreURLError(RegistryError, ValueError):
+    """A store URL with an unknown scheme or no bucket; the message names the valid forms."""
