@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,9 +133,10 @@ def running_server(port: int, log_path: Path, ready_timeout: float = 60.0, app: 
 
 @contextmanager
 def server_process(port: int, log_path: Path, ready_timeout: float = 60.0, app: str | None = None,
-                   env: dict[str, str] | None = None, repo: Path | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+                   env: dict[str, str] | None = None, repo: Path | None = None,
+                   workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start a server on 127.0.0.1:`port`: the project's own launcher (`python -m app`: its worker processes,
-    shared metrics) when `app` is None, else uvicorn with the ASGI app `app` (a baseline); yield its base
+    shared metrics) when `app` is None, else uvicorn with the ASGI app `app` (a baseline) and `workers` processes; yield its base
     URL once /readyz is 200, always kill it after.
 
     Raises `BenchError` if the server exits early or is not ready within `ready_timeout` seconds
@@ -145,32 +146,33 @@ def server_process(port: int, log_path: Path, ready_timeout: float = 60.0, app: 
         cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     else:
         cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-               "--no-access-log", "--log-level", "warning"]
+               "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=repo or REPO_ROOT, env={**os.environ, **SERVER_ENV, **(env or {})}, stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, proc, ready_timeout, log_path)
+            wait_ready(url, proc, ready_timeout, log_path)
             log.info("server pid %d ready at %s", proc.pid, url)
             yield url, proc
         finally:
             stop_server(proc)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -> None:
-    """Poll GET /readyz until it answers 200; raise `BenchError` on exit or timeout."""
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float, log_path: Path, path: str = "/readyz",
+               ready: Callable[[bytes], bool] = lambda _: True) -> None:
+    """Poll GET `path` until it answers 200 with a body `ready` accepts; raise `BenchError` on exit or timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BenchError(f"server exited with code {proc.returncode}:\n{_tail(log_path)}")
         try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
+                if response.status == 200 and ready(response.read()):
                     return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass  # not listening yet, or 503 while the model loads
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            pass  # not listening yet, 503 while the model loads, or not the answer `ready` waits for
         time.sleep(0.2)
     raise BenchError(f"server not ready after {timeout:.0f}s:\n{_tail(log_path)}")
 

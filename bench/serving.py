@@ -1,12 +1,12 @@
-"""Serving performance against a tutorial baseline: `python -m bench.serving`.
+"""Serving performance against the servers a user would pick instead: `python -m bench.serving`.
 
-One run on one machine: the project's service and the tutorial FastAPI app
-(`bench/baseline_app.py`, same weights) run side by side, and each cell is driven on one, then
-the other (alternating which goes first), by `wrk -t1` (the load generator shares the 2 cores
-with the server) at 1, 8, 32 and 64 connections, for a
+One run on one machine: the project's service and its peers (bench/peers/, same weights: the tutorial
+FastAPI app with 1 and with 2 uvicorn workers, TorchServe with 2 workers without and with batching) run
+side by side, and each cell is driven on all of them, one after the other (rotating which goes first), by
+`wrk -t1` (the load generator shares the 2 cores with the servers) at 1, 8, 32 and 64 connections, for a
 28x28 PNG and a 640x480 JPEG photo of a digit (and a 640x480 JPEG for /imagenet/top5 when an
-imagenet model is registered). Reports req/s, p50, p99 and errors per cell and the ratio
-project/baseline, the in-process ceilings (decode per image, forward at batch 1/32/256), and
+imagenet model is registered: the tutorial peers only). Reports req/s, p50, p99 and errors per cell and
+the ratio project / best peer, the in-process ceilings (decode per image, forward at batch 1/32/256), and
 an overload run (256 connections) with 503 counts and server RSS before/after.
 Results: bench/results/serving.md (committed, headed by date, commit, machine and command) and
 serving.json (git-ignored).
@@ -24,12 +24,18 @@ from typing import Any
 
 from bench import ceilings
 from bench.http import Payload, free_port, make_payloads, preflight, require_wrk, run_wrk, server_process, settle
+from bench.peers.torchserve import available as torchserve_available
+from bench.peers.torchserve import torchserve_process
 from bench.report import RESULTS_DIR, command_line, markdown_table, publish
 from models.paths import data_dir
 
 log = logging.getLogger("bench.serving")
 RESULTS = RESULTS_DIR  # payloads and server logs go beside the results
-BASELINE = "bench.baseline_app:app"
+BASELINE = "bench.peers.tutorial_app:app"
+# peer name -> (kind, option): the tutorial app with N uvicorn workers; TorchServe with batch size N (1: none)
+PEERS: dict[str, tuple[str, int]] = {"tutorial-1w": ("tutorial", 1), "tutorial-2w": ("tutorial", 2),
+                                     "torchserve": ("torchserve", 1), "torchserve-batch8": ("torchserve", 8)}
+PEER_TASKS = {"tutorial": {"digits", "imagenet"}, "torchserve": {"digits"}}  # what each kind can serve
 
 
 def imagenet_payload(directory: Path) -> Payload | None:
@@ -59,35 +65,44 @@ def rss_mb(pid: int) -> float:
     return total
 
 
-def measure(payloads: list[Payload], connections: list[int], duration: int, with_baseline: bool) -> list[dict[str, Any]]:
-    """Every payload at every connection count on the project and on the baseline serving its task.
+def start_peer(stack: contextlib.ExitStack, peer: str, task: str) -> str:
+    """Start baseline `peer` (a `PEERS` name) serving `task`; its URL prefix (plus a payload's endpoint)."""
+    kind, option = PEERS[peer]
+    log_path = RESULTS / f"server-{peer}-{task}.log"
+    if kind == "tutorial":
+        return stack.enter_context(server_process(free_port(), log_path, app=BASELINE, workers=option,
+                                                  env={"MODELHOUSE_BASELINE_TASK": task}))[0]
+    return stack.enter_context(torchserve_process(free_port(), log_path, batch_size=option))
 
-    The servers run side by side (an idle one costs nothing) and each cell is measured on both, one
-    right after the other, in alternating order: this VM's throughput drifts up to 2x between minutes,
-    and measuring all project cells first, then all baseline cells, let that drift into the ratios.
+
+def measure(payloads: list[Payload], connections: list[int], duration: int, peers: list[str]) -> list[dict[str, Any]]:
+    """Every payload at every connection count on the project and on each peer serving its task.
+
+    The servers run side by side (an idle one costs nothing) and each cell is measured on all of them, one
+    right after the other, in rotating order: this VM's throughput drifts up to 2x between minutes, and
+    measuring all project cells first, then all baseline cells, let that drift into the ratios.
     """
     rows = []
     with contextlib.ExitStack() as stack:
-        urls = {"project": stack.enter_context(server_process(free_port(), RESULTS / "server-project.log"))[0]}
-        tasks = sorted({task_of(p) for p in payloads}) if with_baseline else []
-        for task in tasks:
-            urls[f"baseline-{task}"] = stack.enter_context(server_process(
-                free_port(), RESULTS / f"server-baseline-{task}.log", app=BASELINE,
-                env={"MODELHOUSE_BASELINE_TASK": task}))[0]
+        urls = {("project", None): stack.enter_context(server_process(free_port(), RESULTS / "server-project.log"))[0]}
         for payload in payloads:
-            servers = ["project"] + ([f"baseline-{task_of(payload)}"] if with_baseline else [])
+            task = task_of(payload)
+            servers = [("project", None)] + [(peer, task) for peer in peers if task in PEER_TASKS[PEERS[peer][0]]]
             for server in servers:
-                preflight(urls[server], payload)
+                if server not in urls:
+                    urls[server] = start_peer(stack, server[0], task)
+                settle(urls[server], payload)
                 run_wrk(urls[server], payload, max(connections), 2, 10)  # warm-up, discarded
                 settle(urls[server], payload)
             for index, count in enumerate(connections):
-                for server in servers if index % 2 == 0 else servers[::-1]:
+                shift = index % len(servers)
+                for server in servers[shift:] + servers[:shift]:
                     result = run_wrk(urls[server], payload, count, duration, 10)
                     settle(urls[server], payload)
-                    log.info("%s %s c=%d: %.0f req/s p50 %.2f p99 %.2f err %d", server, payload.name, count,
+                    log.info("%s %s c=%d: %.0f req/s p50 %.2f p99 %.2f err %d", server[0], payload.name, count,
                              result.requests_per_s, result.latency_ms["p50"], result.latency_ms["p99"],
                              result.error_total)
-                    rows.append({"server": server.split("-")[0], "payload": payload.name, "connections": count,
+                    rows.append({"server": server[0], "payload": payload.name, "connections": count,
                                  "req_s": result.requests_per_s, "p50": result.latency_ms["p50"],
                                  "p99": result.latency_ms["p99"], "errors": result.errors})
     return rows
@@ -130,21 +145,28 @@ def server_p99(url: str) -> float | None:
     return next(bound * 1000 for bound, count in sorted(buckets) if count >= 0.99 * total)
 
 
+def cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    errors = sum(r["errors"].values())
+    return f"{r['req_s']:,.0f} ({r['p50']:.2f} / {r['p99']:.1f} ms)" + (f", {errors} errors" if errors else "")
+
+
 def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str, Any] | None, duration: int) -> str:
     index = {(r["server"], r["payload"], r["connections"]): r for r in rows}
+    peers = list(dict.fromkeys(r["server"] for r in rows if r["server"] != "project"))
     table = []
     for (server, payload, conns), r in index.items():
         if server != "project":
             continue
-        b = index.get(("baseline", payload, conns))
-        base = [f"{b['req_s']:.0f}", f"{b['p50']:.2f}", f"{b['p99']:.2f}", sum(b["errors"].values())] if b else ["-"] * 4
-        ratio = f"{r['req_s'] / b['req_s']:.1f}x" if b and b["req_s"] else "-"
-        table.append([payload, conns, f"{r['req_s']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
-                      sum(r["errors"].values()), *base, ratio])
-    lines = ["## Serving: project vs tutorial baseline (side by side, each cell on both in alternating order; "
-             f"wrk -t1, {duration} s per cell; wrk shares the machine's cores)", "",
-             markdown_table(["payload", "conns", "project req/s", "p50 ms", "p99 ms", "errors", "baseline req/s",
-                             "p50 ms", "p99 ms", "errors", "ratio"], table),
+        measured = [index[(p, payload, conns)] for p in peers if (p, payload, conns) in index]
+        best = max(measured, key=lambda b: b["req_s"], default=None)
+        ratio = f"**{r['req_s'] / best['req_s']:.2f}x** {best['server']}" if best and best["req_s"] else "-"
+        table.append([payload, conns, cell(r), *(cell(index.get((p, payload, conns))) for p in peers), ratio])
+    lines = ["## Serving: the project and every peer, side by side (each cell on all of them, one after the other "
+             f"in rotating order; wrk -t1, {duration} s per cell; wrk shares the machine's cores). Each entry: "
+             "req/s (p50 / p99). The peers are baselines (bench/peers/), serving the same weights with PyTorch.", "",
+             markdown_table(["payload", "conns", "project", *peers, "project / best peer"], table),
              "", "## In-process ceilings (one thread)", "",
              markdown_table(["what", "per second", "ms each"],
                             [[name, f"{per_s:,.0f}", f"{1000 / per_s:.3f}"] for name, per_s in ceiling.items()])]
@@ -165,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk cell")
     parser.add_argument("--connections", default="1,8,32,64")
     parser.add_argument("--overload", type=int, default=60, metavar="SECONDS", help="256-connection run; 0 skips")
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"baselines to compare with, of {', '.join(PEERS)} "
+                        "(empty: none); TorchServe ones are left out, with a warning, where it cannot run")
     args = parser.parse_args(argv)
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        parser.error(f"--peers: unknown {unknown}; valid: {', '.join(PEERS)}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     require_wrk()
     connections = [int(c) for c in args.connections.split(",")]
@@ -177,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     digits = make_payloads(payload_dir, images[0], int(labels[0]), 0)
     imagenet = imagenet_payload(payload_dir)
     ceiling = ceilings.measure(digits, imagenet)
-    rows = measure(digits + ([imagenet] if imagenet else []), connections, args.duration, not args.skip_baseline)
+    missing = torchserve_available()
+    if missing and any(PEERS[p][0] == "torchserve" for p in peers):
+        log.warning("leaving TorchServe out: %s", missing)
+        peers = [p for p in peers if PEERS[p][0] != "torchserve"]
+    rows = measure(digits + ([imagenet] if imagenet else []), connections, args.duration, peers)
     over = overload(digits[0], args.overload, RESULTS / "server-overload.log") if args.overload else None
-    publish("serving", "python -m bench.serving: the service vs a tutorial baseline",
+    publish("serving", "python -m bench.serving: the service vs the peers a user would pick instead",
             markdown(rows, ceiling, over, args.duration),
             {"rows": rows, "ceilings": ceiling, "overload": over,
              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},

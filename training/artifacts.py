@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -54,5 +56,18 @@ def training_record(args: argparse.Namespace, *, device: torch.device | str, wal
                       train_seconds=round(result.seconds, 1))
     record.update(extra)
     record.update(wall_seconds=round(wall_seconds, 1), device=str(device), torch=torch.__version__,
-                  threads=torch.get_num_threads())
+                  threads=torch.get_num_threads(), cpu=cpu_model())
     return record
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo) and core count, what a wall time was measured on."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"

@@ -119,14 +119,18 @@ class EarlyStopping:
 
 def train_one_epoch(model: nn.Module, batches: Iterable[Batch], *, optimizer: torch.optim.Optimizer,
                     schedule: Schedule, loss_fn: nn.Module, device: torch.device, total: int | None = None,
-                    description: str = "train", progress: bool = True) -> tuple[float, float]:
-    """One pass over `batches`; returns (mean loss, accuracy)."""
+                    description: str = "train", progress: bool = True,
+                    autocast: torch.dtype | None = None) -> tuple[float, float]:
+    """One pass over `batches`; returns (mean loss, accuracy). With `autocast` (torch.bfloat16), the forward
+    pass runs in that precision where autocast allows (weights, gradients and the loss stay float32)."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     bar = tqdm(batches, total=total, desc=description, leave=False, disable=not progress, file=sys.stderr)
     for inputs, targets in bar:
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        logits = model(inputs)
+        with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            logits = model(inputs)
+        logits = logits.float()
         loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -173,13 +177,14 @@ def fit(model: nn.Module, *, train_batches: BatchFactory, dev_batches: BatchFact
         optimizer: torch.optim.Optimizer, schedule: Schedule, epochs: int, device: torch.device,
         early_stopping: EarlyStopping, train_loss: nn.Module, progress: bool = True,
         checkpoint: Path | None = None, resume_from: dict[str, Any] | None = None,
-        generator: torch.Generator | None = None, epoch_log_level: int = logging.INFO) -> FitResult:
+        generator: torch.Generator | None = None, epoch_log_level: int = logging.INFO,
+        autocast: torch.dtype | None = None) -> FitResult:
     """Train for up to `epochs`, evaluate on dev after each, stop early, restore the best dev weights
     (see `EarlyStopping`). Each epoch's row is logged at `epoch_log_level`.
 
     With `checkpoint`, the full state is saved after every epoch; `resume_from` (a loaded
     checkpoint) continues from where it stopped; `generator` (data order, augmentation) is
-    saved and restored with it so a resumed run matches an uninterrupted one.
+    saved and restored with it so a resumed run matches an uninterrupted one. `autocast`: see `train_one_epoch`.
     """
     result, start_epoch = FitResult(), 1
     if resume_from is not None:
@@ -189,7 +194,7 @@ def fit(model: nn.Module, *, train_batches: BatchFactory, dev_batches: BatchFact
         epoch_start = time.perf_counter()
         train_loss_value, train_acc = train_one_epoch(
             model, train_batches(), optimizer=optimizer, schedule=schedule, loss_fn=train_loss, device=device,
-            total=steps_per_epoch, description=f"epoch {epoch}/{epochs}", progress=progress)
+            total=steps_per_epoch, description=f"epoch {epoch}/{epochs}", progress=progress, autocast=autocast)
         dev = evaluate(model, dev_batches(), device=device)
         schedule.after_epoch(dev["loss"])
         row = {

@@ -27,10 +27,12 @@ from typing import Any
 import torch
 
 from models.devices import DEVICE_CHOICES, select_device
-from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT, ModelRegistry
+from models.registry import DEFAULT_ALIAS, DEFAULT_ROOT
+from models.registry.synced import STORE_HELP, open_registry, store_argument
 from models.registry.drift import prediction_baseline
 from models.registry.store import check_name
 from models.runtime import load_model
+from models.tta import TTA_MODES
 from training import images_scratch, images_transfer
 from training.artifacts import training_record, write_run_artifacts
 from training.cli import portable_path, run_cli, run_dir
@@ -63,12 +65,13 @@ _PROBE = dict(backbone="efficientnet_lite0", views=10, optimizer="adamw", lr=3e-
               label_smoothing=0.1, epochs=300, patience=40, batch_size=32)
 FINETUNE = dict(unfreeze=2, finetune_epochs=30, finetune_lr=3e-4, finetune_weight_decay=1e-2, finetune_patience=8)
 NO_FINETUNE = dict(unfreeze=0, finetune_epochs=0, finetune_lr=0.0, finetune_weight_decay=0.0, finetune_patience=0)
+SCRATCH = dict(arch="small-resnet", width=32, depth=1, batchnorm=True, image_size=32, optimizer="sgd", lr=0.2,
+               momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, epochs=30, patience=0, batch_size=128,
+               scheduler="onecycle", crop_padding=None, flip=True, tta=None, precision="fp32")
 RECIPES: dict[str, Recipe] = {
     "transfer": Recipe("transfer", {**_PROBE, **FINETUNE, "vertical_flip": False}),
     "cached-head": Recipe("transfer", {**_PROBE, **NO_FINETUNE, "vertical_flip": False}),
-    "scratch": Recipe("scratch", dict(arch="small-resnet", width=32, depth=1, image_size=32, optimizer="sgd", lr=0.2,
-                                      momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, epochs=30, patience=0,
-                                      batch_size=128, scheduler="onecycle", crop_padding=None, flip=True)),
+    "scratch": Recipe("scratch", SCRATCH),
 }
 
 
@@ -118,7 +121,13 @@ def build_parser(defaults: Defaults = Defaults()) -> argparse.ArgumentParser:
     knob.add_argument("--finetune-weight-decay", type=float)
     knob.add_argument("--finetune-patience", type=int, help="fine-tuning early stopping (0: off)")
     knob.add_argument("--arch", choices=images_scratch.SCRATCH_ARCHITECTURES, help="scratch: the network")
-    knob.add_argument("--width", type=int, help="scratch: channels of the first stage (doubling per stage)")
+    knob.add_argument("--width", type=int, help="scratch: channels of the first stage (small-resnet: doubling per "
+                      "stage; airbench: x4 after it); cifar-lenet: a channel multiplier")
+    knob.add_argument("--batchnorm", action=argparse.BooleanOptionalAction,
+                      help="scratch: batch norm after each conv (cifar-lenet, keras-cnn, alexnet-small)")
+    knob.add_argument("--precision", choices=sorted(images_scratch.PRECISIONS),
+                      help="scratch: training forward passes in bf16 (autocast) or fp32; serving is fp32")
+    knob.add_argument("--tta", choices=TTA_MODES, help="scratch: test-time augmentation, scored and served")
     knob.add_argument("--depth", type=int, help="scratch: residual blocks per stage")
     knob.add_argument("--image-size", type=int, help="scratch: training and serving resolution (square)")
     knob.add_argument("--momentum", type=float, help="scratch: SGD momentum (Nesterov)")
@@ -133,7 +142,7 @@ def build_parser(defaults: Defaults = Defaults()) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="at most N images per class from each folder (smoke tests)")
     p.add_argument("--out-dir", type=Path, default=None, help="run folder (default runs/<task>/<time>)")
     p.add_argument("--resume", type=Path, default=None, help="checkpoint.pt of an interrupted run (same arguments)")
-    p.add_argument("--store", type=Path, default=DEFAULT_ROOT)
+    p.add_argument("--store", type=store_argument, default=str(DEFAULT_ROOT), help=STORE_HELP)
     p.add_argument("--promote", action="store_true", help="make the new version production (the service serves it)")
     p.add_argument("--no-register", dest="register", action="store_false")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -209,7 +218,7 @@ def run(args: argparse.Namespace, defaults: Defaults = Defaults()) -> dict[str, 
                "unknown_threshold": threshold}
     if args.register:
         manifest = build_manifest(args, recipe, trained, data, scores, threshold, defaults, device, wall, start.commit)
-        registry = ModelRegistry(args.store)
+        registry = open_registry(args.store)
         summary["version"] = registry.register(args.task, trained.network, manifest, artifacts=artifacts,
                                                label=trained.label, base_weights=trained.base_weights)
         if args.promote:
@@ -252,7 +261,7 @@ def build_manifest(args: argparse.Namespace, recipe: Recipe, trained: Trained, d
 def evaluate_dir(args: argparse.Namespace) -> dict[str, Any]:
     """Top-1/top-3 error of a registered version on DIR/<class>/* (classes = the model's labels), each
     image scored alone as the service would."""
-    model = load_model(ModelRegistry(args.store), args.task, args.version, torch.device("cpu"))
+    model = load_model(open_registry(args.store, sync=True), args.task, args.version, torch.device("cpu"))
     split = load_split(args.eval_dir, ".", model.labels)
     if not split.paths:
         raise FileNotFoundError(f"no images in {args.eval_dir}/<class>/ for classes {', '.join(model.labels)}")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,20 +28,31 @@ from models.image_presets import rgb_preset
 from models.imaging import TRUSTED_MAX_PIXELS
 from models.networks import build_network, count_parameters
 from models.preprocessing import image_to_array, to_tensor
+from models.tta import class_probabilities
 from training.augment import random_crop_flip
-from training.engine import (EarlyStopping, batch_count, build_optimizer, build_schedule, evaluate, fit,
+from training.engine import (EarlyStopping, batch_count, build_optimizer, build_schedule, fit,
                              load_checkpoint)
 from training.image_folder import FolderSplits, Split
 from training.images_metrics import Trained
 from training.runtime import RunStart
 
 log = logging.getLogger("training.images")
-# The from-scratch networks `--arch` offers (names in models.networks.ARCHITECTURES).
-SCRATCH_ARCHITECTURES = ("small-resnet",)
+# The from-scratch networks `--arch` offers (names in models.networks.ARCHITECTURES) -> their constructor
+# arguments from the knobs (besides num_classes).
+SCRATCH_ARCHITECTURES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "small-resnet": lambda a: {"width": a.width, "depth": a.depth},
+    "airbench": lambda a: {"widths": [a.width, 4 * a.width, 4 * a.width]},
+    "cifar-lenet": lambda a: {"width": a.width, "batchnorm": a.batchnorm},
+    "keras-cnn": lambda a: {"batchnorm": a.batchnorm},
+    "alexnet-small": lambda a: {"batchnorm": a.batchnorm},
+}
+FIXED_SIZE = {"cifar-lenet": 32, "keras-cnn": 32, "alexnet-small": 32}  # their FC layers fix the input size
 # The knobs of this recipe (each a command-line option; `training.images.RECIPES` sets their defaults).
-KNOBS = ("arch", "width", "depth", "image_size", "optimizer", "lr", "momentum", "weight_decay", "label_smoothing",
-         "epochs", "patience", "batch_size", "scheduler", "crop_padding", "flip")
+KNOBS = ("arch", "width", "depth", "batchnorm", "image_size", "optimizer", "lr", "momentum", "weight_decay",
+         "label_smoothing", "epochs", "patience", "batch_size", "scheduler", "crop_padding", "flip", "tta", "precision")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # bf16: autocast forward passes (fast on CPUs with AMX)
 EVAL_BATCH = 256
+WHITENING_IMAGES = 5000  # training images whose 2x2 patches set a whitening layer (airbench)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -49,6 +61,8 @@ def check_args(args: argparse.Namespace) -> None:
         args.crop_padding = args.image_size // 8
     if args.arch not in SCRATCH_ARCHITECTURES:
         raise ValueError(f"--arch {args.arch!r}: valid: {', '.join(SCRATCH_ARCHITECTURES)}")
+    if FIXED_SIZE.get(args.arch, args.image_size) != args.image_size:
+        raise ValueError(f"--arch {args.arch} takes --image-size {FIXED_SIZE[args.arch]} only")
     if min(args.width, args.depth, args.epochs, args.batch_size) < 1 or args.image_size < 8:
         raise ValueError("--width, --depth, --epochs and --batch-size must be >= 1 and --image-size >= 8")
     if not 0 <= args.crop_padding < args.image_size:
@@ -86,7 +100,15 @@ def batches(images: np.ndarray, targets: torch.Tensor, preset: dict, batch_size:
         x = inputs(images[index.numpy()], preset)
         if generator is not None:
             x = random_crop_flip(x, padding, generator, flip=flip)
-        yield x, targets[index]
+        yield x.contiguous(memory_format=torch.channels_last), targets[index]
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+                  tta: str | None) -> torch.Tensor:
+    """Class probabilities (CPU) of every batch, under the TTA the service will apply (`models.tta`)."""
+    model.eval()
+    return torch.cat([class_probabilities(model, x.to(device), tta).cpu() for x, _ in batches])
 
 
 def train_scratch(args: argparse.Namespace, data: FolderSplits, start: RunStart, device: torch.device,
@@ -102,10 +124,13 @@ def train_scratch(args: argparse.Namespace, data: FolderSplits, start: RunStart,
              for name, split in splits.items()}
     targets = {name: torch.tensor(split.targets) for name, split in splits.items()}
     mean, std = channel_stats(cache["train"])
-    preset = rgb_preset(size, size, mean, std, interpolation="bilinear")
-    architecture = {"name": args.arch, "args": {"num_classes": len(data.labels), "width": args.width,
-                                                "depth": args.depth}}
-    model = build_network(architecture["name"], **architecture["args"]).to(device)
+    preset = rgb_preset(size, size, mean, std, interpolation="bilinear", tta=args.tta)
+    architecture = {"name": args.arch, "args": {"num_classes": len(data.labels),
+                                                **SCRATCH_ARCHITECTURES[args.arch](args)}}
+    model = build_network(architecture["name"], **architecture["args"])
+    if hasattr(model, "init_whitening"):
+        model.init_whitening(inputs(cache["train"][:WHITENING_IMAGES], preset))
+    model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
     optimizer = build_optimizer(args.optimizer, model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                 momentum=args.momentum, nesterov=True)
     steps = batch_count(len(targets["train"]), args.batch_size)
@@ -125,11 +150,13 @@ def train_scratch(args: argparse.Namespace, data: FolderSplits, start: RunStart,
                  early_stopping=EarlyStopping(args.patience, min_delta=1e-4, restore_best=args.patience > 0),
                  train_loss=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), progress=args.progress,
                  checkpoint=out_dir / "checkpoint.pt", generator=start.generator,
-                 resume_from=load_checkpoint(args.resume) if args.resume else None)
-    probabilities = {name: torch.softmax(evaluate(model, dev_batches(name), device=device)["logits"], 1)
+                 resume_from=load_checkpoint(args.resume) if args.resume else None,
+                 autocast=PRECISIONS[args.precision])
+    probabilities = {name: predict_proba(model, dev_batches(name), device, args.tta)
                      for name in splits if name != "train"}
+    model = model.to(memory_format=torch.contiguous_format)
     return Trained(network=model.cpu().eval(), architecture=architecture, preprocessing=preset,
                    inference={"fold_batchnorm": True}, history=result.history, probabilities=probabilities,
                    label=f"{args.arch}-s{args.seed}",
-                   curve_title=f"{args.arch} w{args.width} d{args.depth} {size}px seed {args.seed}",
+                   curve_title=f"{args.arch} w{args.width} {size}px seed {args.seed}",
                    training={"normalization": "training-set mean/std"}, lineage={}, summary={}, result=result)

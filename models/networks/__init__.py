@@ -9,6 +9,7 @@ from collections.abc import Callable
 from torch import nn
 
 from models.networks.char_rnn import CharRNN
+from models.networks.cifar import AirbenchNet, AlexNetSmall, CifarLeNet, KerasCNN
 from models.networks.efficientnet_lite import EfficientNetLite
 from models.networks.lenet import CNN2, LeNet5, LeNet5Tanh, Seed000
 from models.networks.small_resnet import SmallResNet
@@ -23,6 +24,10 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "efficientnet_lite": EfficientNetLite,  # args: variant ("lite0".."lite4"), num_classes
     "torchvision": build_torchvision,  # args: model (any torchvision classifier), kwargs
     "small-resnet": SmallResNet,  # args: num_classes, width, depth, stages (RGB images of any size, e.g. 32x32)
+    "airbench": AirbenchNet,  # args: num_classes, widths, scale (RGB, any size the pooling can take)
+    "cifar-lenet": CifarLeNet,  # args: num_classes, width, batchnorm (3x32x32)
+    "keras-cnn": KerasCNN,  # args: num_classes, batchnorm (3x32x32)
+    "alexnet-small": AlexNetSmall,  # args: num_classes, batchnorm (3x32x32)
 }
 
 # The 1x28x28 digit classifiers (what `training.lenet --arch` offers).

@@ -37,7 +37,7 @@ def test_readyz_503_until_models_are_loaded(store):
         ready = wait_ready(started)
         assert ready.status_code == 200
         assert ready.json()["models"]["digits"] == app.state.server.registry.resolve("digits")
-        assert ready.json()["backends"] == {"digits": "onnxruntime", "imagenet": "onnxruntime",
+        assert ready.json()["backends"] == {"digits": "onnxruntime", "imagenet": "onnxruntime", "cifar10": "onnxruntime",
                                             "components": "onnxruntime", "rnn": "torch"}
 
 

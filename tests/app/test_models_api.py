@@ -34,7 +34,7 @@ def test_list_models(client, registry):
     body = client.get("/models").json()
     digits = next(t for t in body["tasks"] if t["task"] == "digits")
     assert digits["aliases"]["production"] in digits["versions"]
-    assert [t["task"] for t in body["tasks"]] == registry.tasks() == ["components", "digits", "imagenet", "rnn"]
+    assert [t["task"] for t in body["tasks"]] == registry.tasks() == ["cifar10", "components", "digits", "imagenet", "rnn"]
 
 
 def test_show_task(client, registry):

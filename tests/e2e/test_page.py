@@ -247,9 +247,11 @@ def test_keyboard_moves_between_tabs(browser, server_url):
     from selenium.webdriver.common.keys import Keys
 
     browser.get(server_url)
+    browser.find_element("id", "tab-components")  # the photo tabs are in (the driver waits for them)
+    following = browser.find_element("css selector", '#tab-digits + [role="tab"]')  # the next one, whichever it is
     browser.find_element("id", "tab-digits").send_keys(Keys.ARROW_RIGHT)
-    assert browser.find_element("id", "tab-components").get_attribute("aria-selected") == "true"
-    assert browser.find_element("id", "panel-components").is_displayed()
+    assert following.get_attribute("aria-selected") == "true"
+    assert browser.find_element("id", following.get_attribute("aria-controls")).is_displayed()
     assert not browser.find_element("id", "panel-digits").is_displayed()
 
 
@@ -286,6 +288,16 @@ def test_components_tab_classifies_a_validation_photo(browser, server_url):
     assert verdict.startswith("relay"), verdict
     assert len(browser.find_elements("css selector", "#components-bars li")) == 3
     browser.save_screenshot(str(SCREENSHOTS / "components.png"))
+
+
+def test_cifar10_tab_classifies_a_test_photo(browser, server_url):
+    photo = SHARED / "cifar10" / "test" / "ship" / "0000.jpg"
+    open_tab(browser, server_url, "cifar10")
+    assert browser.find_element("id", "tab-cifar10").text == "CIFAR-10"
+    browser.find_element("id", "cifar10-file").send_keys(str(photo))
+    verdict = wait_text(browser, "cifar10-verdict", lambda t: "%" in t)
+    assert verdict.startswith("ship"), verdict
+    assert len(browser.find_elements("css selector", "#cifar10-bars li")) == 3
 
 
 def test_components_tab_flags_a_photo_that_is_no_component(browser, server_url):

@@ -1,8 +1,8 @@
 """BASELINE, NOT PART OF THE SERVICE: a typical tutorial FastAPI app serving the same weights.
 
 What `python -m bench.serving` compares the project against: an async endpoint taking an
-`UploadFile`, decoding and running the model inline on the event loop, one uvicorn worker.
-Run: `MODELHOUSE_BASELINE_TASK=digits uvicorn bench.baseline_app:app`. It reads the weights and
+`UploadFile`, decoding and running the model inline on the event loop, one or more uvicorn workers.
+Run: `MODELHOUSE_BASELINE_TASK=digits uvicorn bench.peers.tutorial_app:app [--workers 2]`. It reads the weights and
 preprocessing numbers from the registry's production version so both serve identical models.
 """
 
