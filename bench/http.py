@@ -227,8 +227,8 @@ def settle(url: str, payload: Payload, pause: float = 0.5) -> None:
         try:
             preflight(url, payload)
             break
-        except BenchError as exc:
-            if "answered 503" not in str(exc) or time.monotonic() > deadline:
+        except (BenchError, ConnectionError) as exc:  # TorchServe resets connections for a while after a flood
+            if not (isinstance(exc, ConnectionError) or "answered 503" in str(exc)) or time.monotonic() > deadline:
                 raise
             time.sleep(1)
     time.sleep(pause)

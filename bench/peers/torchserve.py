@@ -58,11 +58,13 @@ def torchserve_process(port: int, log_path: Path, batch_size: int = 1,
         config = Path(tmp) / "config.properties"
         config.write_text("\n".join([
             f"inference_address=http://127.0.0.1:{port}", f"management_address=http://127.0.0.1:{free_port()}",
-            f"metrics_address=http://127.0.0.1:{free_port()}", "disable_token_authorization=true",
+            f"metrics_address=http://127.0.0.1:{free_port()}", f"grpc_inference_port={free_port()}",
+            f"grpc_management_port={free_port()}", "disable_token_authorization=true",
             "enable_envvars_config=false", "install_py_dep_per_model=false", f"model_store={store}",
             "load_models=digits", f"models={json.dumps(model)}", f"default_workers_per_model={WORKERS}",
             "disable_system_metrics=true", "async_logging=true"]) + "\n")
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LOG_LOCATION": str(Path(tmp) / "logs"),
+        # TMPDIR: torchserve keeps one pid file in the temp directory and refuses a second instance beside it
+        env = {**os.environ, "TMPDIR": tmp, "PYTHONPATH": str(REPO_ROOT), "LOG_LOCATION": str(Path(tmp) / "logs"),
                "METRICS_LOCATION": str(Path(tmp) / "logs"), "MODELHOUSE_TORCH_THREADS": "1"}
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log_file:
