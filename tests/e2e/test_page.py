@@ -48,9 +48,21 @@ def wait_css(browser, selector: str, predicate, timeout: float = 15.0) -> str:
     return text(browser)
 
 
+def wait_tab(browser, name: str, timeout: float = 15.0):
+    """The tab `tab-NAME`: photo tabs appear only once the page has read `GET /models`, so wait for it."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(browser, timeout).until(lambda d: d.find_elements("id", f"tab-{name}") or False)[0]
+    except TimeoutException:
+        tabs = [t.get_attribute("id") for t in browser.find_elements("css selector", "[role=tab]")]
+        pytest.fail(f"#tab-{name} never appeared; the page has {tabs}")
+
+
 def open_tab(browser, url: str, name: str) -> None:
     browser.get(url)
-    browser.find_element("id", f"tab-{name}").click()
+    wait_tab(browser, name).click()
 
 
 def draw(browser, strokes: list[list[tuple[int, int]]]) -> None:
@@ -247,7 +259,7 @@ def test_keyboard_moves_between_tabs(browser, server_url):
     from selenium.webdriver.common.keys import Keys
 
     browser.get(server_url)
-    browser.find_element("id", "tab-components")  # the photo tabs are in (the driver waits for them)
+    wait_tab(browser, "components")  # the photo tabs are in
     following = browser.find_element("css selector", '#tab-digits + [role="tab"]')  # the next one, whichever it is
     browser.find_element("id", "tab-digits").send_keys(Keys.ARROW_RIGHT)
     assert following.get_attribute("aria-selected") == "true"
