@@ -1,13 +1,14 @@
 """`python -m bench.cifar10`: every CIFAR-10 recipe's test accuracy, training wall time and size.
 
 With `--train RECIPE ...`, trains each recipe first (`python -m training.cifar10 --recipe R`, one at a time,
-registering into `--store`, the production alias left alone); then reports every registered `cifar10`
+registering into `--store`, the production alias left alone; with `--epochs N ...`, once per N); then reports every registered `cifar10`
 version of `--store` and of the committed store from its manifest: recipe, network, parameters, weights size, epochs, precision,
 training wall time (decode + train + scoring, as the trainer measured it), CPU, test accuracy (10,000
 test images, with the version's test-time augmentation) and, for the student report's networks, the
 reported figure. For the versions of the default recipe it also lists validation accuracy after each
 epoch against the training time so far (one one-cycle run: what a shorter run of the same schedule would
-reach is not the same thing, but it shows where the time goes).
+reach is not the same thing, but it shows where the time goes), and, when it has several, their test
+accuracy against their training time.
 
 Writes bench/results/cifar10.md (and cifar10.json, git-ignored).
 """
@@ -33,11 +34,14 @@ GOAL = {"accuracy": 93.0, "minutes": 60.0}  # the default recipe's
 HISTORY = "history.json"  # the per-epoch rows every scratch version keeps as an artifact
 
 
-def train(recipes: list[str], store: Path) -> None:
+def train(recipes: list[str], store: Path, epochs: list[int]) -> None:
+    """One `training.cifar10` run per recipe and per entry of `epochs` (empty: the recipe's own count), in turn."""
     for recipe in recipes:
-        command = [sys.executable, "-m", "training.cifar10", "--recipe", recipe, "--no-progress", "--store", str(store)]
-        log.info("training: %s", " ".join(command[1:]))
-        subprocess.run(command, cwd=REPO_ROOT, check=True)
+        for count in epochs or [None]:
+            command = [sys.executable, "-m", "training.cifar10", "--recipe", recipe, "--no-progress", "--store",
+                       str(store), *(["--epochs", str(count)] if count else [])]
+            log.info("training: %s", " ".join(command[1:]))
+            subprocess.run(command, cwd=REPO_ROOT, check=True)
 
 
 def row(manifest: Manifest, directory: Path) -> dict[str, Any]:
@@ -84,8 +88,15 @@ def sections(rows: list[dict[str, Any]], production: str | None) -> list[str]:
           f"{r['parameters']:,}", r["weights_mb"], r["epochs"], r["precision"], r["tta"] or "-",
           f"{r['wall_s'] / 60:.1f}" if r["wall_s"] else "-", r["test_accuracy"], verdict(r),
           f"{r['device']}, {r['cpu'] or 'CPU not recorded'}, {r['threads']} threads"] for r in rows], align="lllrrrllrrll")
+    default = sorted((r for r in rows if r["recipe"] == DEFAULTS.recipe and r["wall_s"] and r["test_accuracy"]),
+                     key=lambda r: r["wall_s"])
+    curve = (["## The default recipe: test accuracy against training time (separate runs, each its own one-cycle "
+              "schedule)\n\n" + markdown_table(
+                  ["epochs", "wall min", "test accuracy %", "version"],
+                  [[r["epochs"], f"{r['wall_s'] / 60:.1f}", r["test_accuracy"], r["version"]] for r in default])]
+             if len(default) > 1 else [])
     out = ["## Every registered cifar10 version (test set: 10,000 images, JPEG re-encodings of the originals: "
-           "figures can differ slightly from ones on the official batches)\n\n" + table]
+           "figures can differ slightly from ones on the official batches)\n\n" + table, *curve]
     for r in rows:
         if r["recipe"] == DEFAULTS.recipe and r["history"]:
             elapsed, lines = 0.0, []
@@ -104,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", nargs="*", default=[], choices=sorted(RECIPES), metavar="RECIPE",
                    help=f"train these recipes first (of {', '.join(sorted(RECIPES))})")
+    p.add_argument("--epochs", nargs="*", type=int, default=[], metavar="N",
+                   help="with --train: one run per N epochs (separate schedules: accuracy against training time)")
     p.add_argument("--note", default="", help="a line for the results file (e.g. what else ran meanwhile)")
     p.add_argument("--store", type=Path, default=DEFAULT_ROOT, help="where --train registers; the report covers "
                    "its versions and the committed store's (default: %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    train(args.train, args.store)
+    train(args.train, args.store, args.epochs)
     committed = ModelRegistry(DEFAULT_ROOT)
     rows = collect([ModelRegistry(args.store), committed])
     production = committed.aliases(TASK).get("production") if TASK in committed.tasks() else None

@@ -2,12 +2,14 @@
 
 One run on one machine: the project's service and its peers (bench/peers/, same weights: the tutorial
 FastAPI app with 1 and with 2 uvicorn workers, TorchServe with 2 workers without and with batching) run
-side by side, and each cell is driven on all of them, one after the other (rotating which goes first), by
-`wrk -t1` (the load generator shares the 2 cores with the servers) at 1, 8, 32 and 64 connections, for a
-28x28 PNG and a 640x480 JPEG photo of a digit (and a 640x480 JPEG for /imagenet/top5 when an
-imagenet model is registered: the tutorial peers only). Reports req/s, p50, p99 and errors per cell and
-the ratio project / best peer, the in-process ceilings (decode per image, forward at batch 1/32/256), and
-an overload run (256 connections) with 503 counts and server RSS before/after.
+side by side, with the HTTP floor beside them (a bare ASGI app, 2 uvicorn workers, that reads the body and
+answers a constant: no peer, what HTTP alone costs). Each cell is driven on all of them, one after the
+other (rotating which goes first), by `wrk -t1` (the load generator shares the 2 cores with the servers)
+at 1, 8, 32 and 64 connections, for a 28x28 PNG and a 640x480 JPEG photo of a digit (and a 640x480 JPEG
+for /imagenet/top5 when an imagenet model is registered: the tutorial peers only). Reports req/s, p50,
+p99 and errors per cell, the ratio project / best peer and the project's share of the floor, the
+in-process ceilings (decode per image, forward at batch 1/32/256), and an overload run (256
+connections) with 503 counts and server RSS before/after.
 Results: bench/results/serving.md (committed, headed by date, commit, machine and command) and
 serving.json (git-ignored).
 """
@@ -32,10 +34,13 @@ from models.paths import data_dir
 log = logging.getLogger("bench.serving")
 RESULTS = RESULTS_DIR  # payloads and server logs go beside the results
 BASELINE = "bench.peers.tutorial_app:app"
-# peer name -> (kind, option): the tutorial app with N uvicorn workers; TorchServe with batch size N (1: none)
+FLOOR = "bench.peers.http_floor:app"
+# peer name -> (kind, option): the tutorial app with N uvicorn workers; TorchServe with batch size N (1: none);
+# the HTTP floor with N uvicorn workers (measured beside the peers, never one of them: no model behind it)
 PEERS: dict[str, tuple[str, int]] = {"tutorial-1w": ("tutorial", 1), "tutorial-2w": ("tutorial", 2),
-                                     "torchserve": ("torchserve", 1), "torchserve-batch8": ("torchserve", 8)}
-PEER_TASKS = {"tutorial": {"digits", "imagenet"}, "torchserve": {"digits"}}  # what each kind can serve
+                                     "torchserve": ("torchserve", 1), "torchserve-batch8": ("torchserve", 8),
+                                     "http-floor": ("floor", 2)}
+PEER_TASKS = {"tutorial": {"digits", "imagenet"}, "torchserve": {"digits"}, "floor": {"digits", "imagenet"}}
 
 
 def imagenet_payload(directory: Path) -> Payload | None:
@@ -69,9 +74,9 @@ def start_peer(stack: contextlib.ExitStack, peer: str, task: str) -> str:
     """Start baseline `peer` (a `PEERS` name) serving `task`; its URL prefix (plus a payload's endpoint)."""
     kind, option = PEERS[peer]
     log_path = RESULTS / f"server-{peer}-{task}.log"
-    if kind == "tutorial":
-        return stack.enter_context(server_process(free_port(), log_path, app=BASELINE, workers=option,
-                                                  env={"MODELHOUSE_BASELINE_TASK": task}))[0]
+    if kind in ("tutorial", "floor"):
+        return stack.enter_context(server_process(free_port(), log_path, app=BASELINE if kind == "tutorial" else FLOOR,
+                                                  workers=option, env={"MODELHOUSE_BASELINE_TASK": task}))[0]
     return stack.enter_context(torchserve_process(free_port(), log_path, batch_size=option))
 
 
@@ -154,7 +159,9 @@ def cell(r: dict[str, Any] | None) -> str:
 
 def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str, Any] | None, duration: int) -> str:
     index = {(r["server"], r["payload"], r["connections"]): r for r in rows}
-    peers = list(dict.fromkeys(r["server"] for r in rows if r["server"] != "project"))
+    servers = list(dict.fromkeys(r["server"] for r in rows if r["server"] != "project"))
+    peers = [s for s in servers if PEERS[s][0] != "floor"]
+    floors = [s for s in servers if PEERS[s][0] == "floor"]
     table = []
     for (server, payload, conns), r in index.items():
         if server != "project":
@@ -162,11 +169,18 @@ def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str
         measured = [index[(p, payload, conns)] for p in peers if (p, payload, conns) in index]
         best = max(measured, key=lambda b: b["req_s"], default=None)
         ratio = f"**{r['req_s'] / best['req_s']:.2f}x** {best['server']}" if best and best["req_s"] else "-"
-        table.append([payload, conns, cell(r), *(cell(index.get((p, payload, conns))) for p in peers), ratio])
+        shares = [f"{r['req_s'] / f['req_s']:.0%}" if (f := index.get((name, payload, conns))) and f["req_s"] else "-"
+                  for name in floors]
+        table.append([payload, conns, cell(r), *(cell(index.get((p, payload, conns))) for p in servers), ratio,
+                      *shares])
     lines = ["## Serving: the project and every peer, side by side (each cell on all of them, one after the other "
              f"in rotating order; wrk -t1, {duration} s per cell; wrk shares the machine's cores). Each entry: "
-             "req/s (p50 / p99). The peers are baselines (bench/peers/), serving the same weights with PyTorch.", "",
-             markdown_table(["payload", "conns", "project", *peers, "project / best peer"], table),
+             "req/s (p50 / p99). The peers are baselines (bench/peers/), serving the same weights with PyTorch."
+             + (" `http-floor` is no peer: a bare ASGI app under the same uvicorn reading the body and answering a "
+                "fixed JSON (bench/peers/http_floor.py), what HTTP alone costs; the last column is the project's "
+                "share of it." if floors else ""), "",
+             markdown_table(["payload", "conns", "project", *servers, "project / best peer",
+                             *(f"project / {name}" for name in floors)], table),
              "", "## In-process ceilings (one thread)", "",
              markdown_table(["what", "per second", "ms each"],
                             [[name, f"{per_s:,.0f}", f"{1000 / per_s:.3f}"] for name, per_s in ceiling.items()])]

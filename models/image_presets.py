@@ -37,9 +37,16 @@ def rgb_preset(size: int, resize: int, mean: list[float], std: list[float], *,
         raise ValueError(f"resize ({resize}) must be at least the crop size ({size})")
     preset = {"kind": "rgb", "size": [size, size], "resize": resize, "interpolation": interpolation, "channels": 3,
               "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    return with_tta(preset, tta)
+
+
+def with_tta(preset: dict[str, Any], tta: str | None) -> dict[str, Any]:
+    """`preset` asking for test-time augmentation `tta` (a `models.tta.TTA_MODES` name; checked), or for none
+    (None: the key removed). A new dict; `preset` is unchanged."""
+    out = {k: v for k, v in preset.items() if k != TTA_KEY}
     if tta is not None:
-        preset[TTA_KEY] = tta_mode({TTA_KEY: tta})  # checked
-    return preset
+        out[TTA_KEY] = tta_mode({TTA_KEY: tta})
+    return out
 
 
 def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:

@@ -63,8 +63,10 @@ METHODS: dict[str, tuple[tuple[str, ...], Callable[[argparse.Namespace], None], 
 }
 _PROBE = dict(backbone="efficientnet_lite0", views=10, optimizer="adamw", lr=3e-3, weight_decay=1e-3,
               label_smoothing=0.1, epochs=300, patience=40, batch_size=32)
-FINETUNE = dict(unfreeze=2, finetune_epochs=30, finetune_lr=3e-4, finetune_weight_decay=1e-2, finetune_patience=8)
-NO_FINETUNE = dict(unfreeze=0, finetune_epochs=0, finetune_lr=0.0, finetune_weight_decay=0.0, finetune_patience=0)
+FINETUNE = dict(unfreeze=2, finetune_epochs=30, finetune_lr=3e-4, finetune_weight_decay=1e-2, finetune_patience=8,
+                tta=None)
+NO_FINETUNE = dict(unfreeze=0, finetune_epochs=0, finetune_lr=0.0, finetune_weight_decay=0.0, finetune_patience=0,
+                   tta=None)
 SCRATCH = dict(arch="small-resnet", width=32, depth=1, batchnorm=True, image_size=32, optimizer="sgd", lr=0.2,
                momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, epochs=30, patience=0, batch_size=128,
                scheduler="onecycle", crop_padding=None, flip=True, tta=None, precision="fp32")
@@ -127,7 +129,7 @@ def build_parser(defaults: Defaults = Defaults()) -> argparse.ArgumentParser:
                       help="scratch: batch norm after each conv (cifar-lenet, keras-cnn, alexnet-small)")
     knob.add_argument("--precision", choices=sorted(images_scratch.PRECISIONS),
                       help="scratch: training forward passes in bf16 (autocast) or fp32; serving is fp32")
-    knob.add_argument("--tta", choices=TTA_MODES, help="scratch: test-time augmentation, scored and served")
+    knob.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation, scored and served (models.tta)")
     knob.add_argument("--depth", type=int, help="scratch: residual blocks per stage")
     knob.add_argument("--image-size", type=int, help="scratch: training and serving resolution (square)")
     knob.add_argument("--momentum", type=float, help="scratch: SGD momentum (Nesterov)")

@@ -16,6 +16,7 @@ from torch import nn
 
 from models.imaging import TRUSTED_MAX_PIXELS
 from models.preprocessing import image_to_array, to_tensor
+from models.tta import class_probabilities, tta_mode
 from training.metrics import classification_report, confusion_matrix
 
 MISCLASSIFIED_IN_MANIFEST = 100  # the manifest lists at most this many misclassified images (all are counted)
@@ -49,14 +50,14 @@ def unknown_threshold(probabilities: torch.Tensor, targets: torch.Tensor, quanti
 def predict_paths(network: nn.Module, paths: list[Path], preset: dict[str, Any], *, batch_size: int = 64,
                   device: torch.device | None = None) -> torch.Tensor:
     """Class probabilities (N x classes, CPU) of the images at `paths`, decoded and preprocessed as the service
-    does, in batches of `batch_size`."""
+    does and under the preset's test-time augmentation (`models.tta`), in batches of `batch_size`."""
     network.eval()
     rows = []
     for start in range(0, len(paths), batch_size):
         arrays = [image_to_array(p.read_bytes(), preset, max_pixels=TRUSTED_MAX_PIXELS)
                   for p in paths[start : start + batch_size]]
         batch = to_tensor(arrays, preset)
-        rows.append(torch.softmax(network(batch if device is None else batch.to(device)), 1).float().cpu())
+        rows.append(class_probabilities(network, batch if device is None else batch.to(device), tta_mode(preset)).cpu())
     return torch.cat(rows)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.image_presets import with_tta
 from models.networks import build_network
 from training.components_data import augmentation, extract, feature_extractor, last_linear
 from training.components_finetune import fine_tune, load_working_copies, serving_tensor, tail_parameters
@@ -31,7 +32,7 @@ from training.runtime import RunStart
 # The knobs of these recipes (each a command-line option; `training.images.RECIPES` sets their defaults).
 KNOBS = ("backbone", "views", "vertical_flip", "optimizer", "lr", "weight_decay", "label_smoothing", "epochs",
          "patience", "unfreeze", "finetune_epochs", "finetune_lr", "finetune_weight_decay", "finetune_patience",
-         "batch_size")
+         "batch_size", "tta")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -92,7 +93,7 @@ def train_transfer(args: argparse.Namespace, data: FolderSplits, start: RunStart
     head_name, _ = last_linear(source.network)
     tail_parameters(source.network, head_name, args.unfreeze)  # a bad --unfreeze fails before any work
     extractor = feature_extractor(source.network, head_name).to(device)
-    preset = source.preprocessing
+    preset = with_tta(source.preprocessing, args.tta)  # the views are the scoring's and the service's only
     train, validation, labels = data.train, data.validation, data.labels
     transform = augmentation(preset, vertical_flip=args.vertical_flip)
     train_x = extract(extractor, train.paths, preset, views=args.views, transform=transform, progress=args.progress,

@@ -1,4 +1,4 @@
-"""Test-time augmentation (`models.tta`): the flip average, and presets that name an unknown mode."""
+"""Test-time augmentation (`models.tta`): the flip averages, and presets that name an unknown mode."""
 
 from __future__ import annotations
 
@@ -30,11 +30,27 @@ def test_hflip_averages_the_softmax_of_the_input_and_its_mirror():
     assert torch.allclose(flipped.sum(dim=1), torch.ones(2))
 
 
+def top_minus_bottom(batch: torch.Tensor) -> torch.Tensor:
+    """Logits that tell an input from its upside-down copy: (top half - bottom half, 0) per sample."""
+    return left_minus_right(batch.transpose(-1, -2))
+
+
+def test_flips_average_the_four_mirror_images():
+    batch = torch.zeros(1, 1, 4, 4)
+    batch[..., :2, :2] = 1.0  # bright top-left quarter
+    logits = lambda x: left_minus_right(x) + top_minus_bottom(x)  # noqa: E731
+    flipped = class_probabilities(logits, batch, "flips")
+    # the views score +8 (as is), 0 (either mirror: one half moves) and -8 (turned): their softmaxes' mean
+    views = torch.tensor([[8.0, 0.0], [0.0, 0.0], [0.0, 0.0], [-8.0, 0.0]])
+    assert torch.allclose(flipped[0], torch.softmax(views, 1).mean(0))
+    assert torch.allclose(flipped[0], torch.tensor([0.5, 0.5]), atol=1e-6)
+
+
 def test_presets_name_only_known_modes(store):
     assert "tta" not in rgb_preset(224, 256, [0.5] * 3, [0.5] * 3), "no key without TTA: older manifests unchanged"
     assert rgb_preset(224, 256, [0.5] * 3, [0.5] * 3, tta="hflip")["tta"] == "hflip"
     assert tta_mode({}) is None
-    with pytest.raises(ValueError, match="unknown test-time augmentation 'rot90'; valid: hflip"):
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rot90'; valid: hflip, flips"):
         rgb_preset(224, 256, [0.5] * 3, [0.5] * 3, tta="rot90")
     stored = ModelRegistry(store).manifest("imagenet").stored()
     with pytest.raises(InvalidManifestError, match="preprocessing.tta 'rot90' is not a test-time augmentation"):

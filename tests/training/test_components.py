@@ -19,8 +19,8 @@ from training.components import main, train_head, unknown_threshold
 
 
 def test_one_epoch_on_a_few_photos_registers_a_loadable_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert main(["--limit", "1", "--views", "1", "--epochs", "1", "--finetune-epochs", "1", "--store",
-                 str(tmp_path / "store"), "--promote", "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert main(["--recipe", "finetune", "--limit", "1", "--views", "1", "--epochs", "1", "--finetune-epochs", "1",
+                 "--store", str(tmp_path / "store"), "--promote", "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 0
     assert "validation top-1 error" in capsys.readouterr().out
     registry = ModelRegistry(tmp_path / "store")
     manifest = registry.verify_version("components", "production")
@@ -62,7 +62,8 @@ def test_eval_dir_scores_a_registered_version(capsys: pytest.CaptureFixture[str]
 def test_missing_data_and_threshold_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["--data-dir", str(tmp_path), "--no-register"]) == 2
     assert "train/<class>" in capsys.readouterr().err
-    assert main(["--unfreeze", "99", "--limit", "1", "--views", "0", "--epochs", "1", "--no-register"]) == 2
+    assert main(["--recipe", "finetune", "--unfreeze", "99", "--limit", "1", "--views", "0", "--epochs", "1",
+                 "--no-register"]) == 2
     assert "units before its head" in capsys.readouterr().err
     probabilities = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
     assert unknown_threshold(probabilities, torch.tensor([0, 0, 1, 1]), 0.0) == 0.6  # lowest correct confidence

@@ -20,6 +20,8 @@ from models.networks import build_network
 from models.optimize import fold_batchnorm
 from models.registry import ModelRegistry
 from training.image_folder import load_folder
+from models.runtime import load_model
+from training.components_finetune import serving_tensor
 from training.images import main
 from training.images_scratch import channel_stats, decode_images
 from tests.training.resume import assert_resume_matches_uninterrupted
@@ -162,9 +164,16 @@ def test_transfer_recipe_runs_on_a_tiny_folder(tmp_path: Path, capsys: pytest.Ca
     data = make_folder(tmp_path / "c", per_class=3, splits=("train", "val"))
     assert main(["--task", "tiny", "--data-dir", str(data), "--limit", "2", "--views", "1", "--epochs", "2",
                  "--unfreeze", "1", "--finetune-epochs", "1", "--test-fraction", "0", "--store", str(tmp_path / "s"),
-                 "--out-dir", str(tmp_path / "run"), "--no-progress", "--promote", "--title", "Tiny colours"]) == 0
+                 "--out-dir", str(tmp_path / "run"), "--no-progress", "--promote", "--title", "Tiny colours",
+                 "--tta", "flips"]) == 0
     assert "validation top-1 error" in capsys.readouterr().out
     manifest = ModelRegistry(tmp_path / "s").verify_version("tiny", "production")
+    assert manifest.preprocessing["tta"] == "flips", "the views it was scored with are the ones served"
+    model = load_model(ModelRegistry(tmp_path / "s"), "tiny", "production", torch.device("cpu"))
+    validation = load_folder(data, val_fraction=0.1, test_fraction=0, seed=0, limit=2).validation
+    served = model.predict_proba(serving_tensor(validation.paths, model.preprocessing))
+    loss = torch.nn.functional.nll_loss(served.clamp_min(1e-12).log(), torch.tensor(validation.targets))
+    assert float(loss) == pytest.approx(manifest.metrics["validation_loss"], abs=2e-4)
     assert manifest.title == "Tiny colours" and manifest.labels == list(COLOURS)
     assert manifest.architecture.args == {"variant": "lite0", "num_classes": 3}
     assert manifest.preprocessing["size"] == [224, 224] and manifest.base_weights is not None
