@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.batching import POLICY_KEYS
 from models.registry import DEFAULT_ROOT
 from models.registry.synced import local_path
 
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     inference_workers: int = Field(2, ge=1, description="inference threads per task (each task's requests have their own)")
     batch_max_size: int = Field(64, ge=1, description="largest micro-batch per forward pass")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a small batch to grow (0: run at once; batches still form under load)")
+    batch_inline_max_ms: float = Field(0.5, ge=0, description="a request that finds its model idle runs on the "
+                                       "event loop, not an inference thread, when the model's forward pass has "
+                                       "been taking less than this per request (0: never)")
     queue_max: int = Field(64, ge=1, description="queued items per model and worker process before answering 503")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
     shadow_queue_max: int = Field(64, ge=1, description="served requests waiting for their shadow run, per worker "
@@ -68,7 +72,8 @@ class Settings(BaseSettings):
                                      "runs (per worker process: the shadow's thread sleeps in between)")
     batching: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description='per-task overrides of the batch policy (max_batch_size, max_wait_ms, max_queue, concurrency), '
+        description='per-task overrides of the batch policy (max_batch_size, max_wait_ms, max_queue, concurrency, '
+                    'inline_max_ms), '
                     'over the manifest\'s `serving` block; JSON in the env, e.g. {"imagenet": {"max_batch_size": 8}}')
     backends: dict[str, Literal["torch", "onnxruntime"]] = Field(
         default_factory=dict,
@@ -99,6 +104,15 @@ class Settings(BaseSettings):
     def _store_is_a_valid_url(cls, value: str | None) -> str | None:
         if value is not None:
             local_path(value)  # InvalidStoreURLError (a ValueError) names the valid forms
+        return value
+
+    @field_validator("batching")
+    @classmethod
+    def _batching_keys_are_policy_keys(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for task, policy in value.items():
+            unknown = sorted(set(policy) - set(POLICY_KEYS))
+            if unknown:
+                raise ValueError(f"batching[{task!r}]: unknown keys {unknown}; valid: {', '.join(POLICY_KEYS)}")
         return value
 
     @model_validator(mode="after")

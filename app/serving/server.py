@@ -58,7 +58,8 @@ class ModelServer:
         self.pool = InferencePool(settings.inference_workers)
         self.cache = ModelCache(registry, device, max_loaded=settings.max_loaded_models, threads=settings.torch_threads,
                                 backend_for=self.backend_for, pinned=self._aliased)
-        policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
+        policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max,
+                             inline_max_ms=settings.batch_inline_max_ms)
         self.batchers = Batchers(policy, settings.batching, self.pool.runner)
         self._summaries: dict[Key, dict[str, Any]] = {}
         self.rollouts = RolloutControl(self)

@@ -154,3 +154,62 @@ def test_concurrency_two_runs_two_batches_at_once():
 
     with ThreadPoolExecutor(2) as pool:
         assert asyncio.run(scenario()) == [1, 2]
+
+
+def test_an_idle_cheap_model_runs_on_the_event_loop_and_a_busy_one_queues():
+    threads: list[int] = []
+    gate = threading.Event()
+    gate.set()
+
+    def process(items: list[int], alive=None) -> list[object]:
+        threads.append(threading.get_ident())
+        gate.wait(5)
+        return [ValueError("bad") if i < 0 else i * 10 for i in items]
+
+    async def scenario() -> None:
+        loop_thread = threading.get_ident()
+        batcher = MicroBatcher(process, BatchPolicy(inline_max_ms=1000), in_thread)
+        assert await gather_with_timeout(batcher.submit([1]), 5) == [10]  # cost unknown yet: on a thread
+        assert threads[-1] != loop_thread and batcher.item_seconds is not None
+        futures = batcher.submit([2, -1])  # idle and cheap: answered before submit returns
+        assert all(f.done() for f in futures) and threads[-1] == loop_thread
+        answer, error = await gather_with_timeout(futures, 5)
+        assert answer == 20 and isinstance(error, ValueError)
+        gate.clear()
+        batcher.item_seconds = None  # next batch goes to a thread, where it blocks on the gate
+        blocked = batcher.submit([4])
+        await asyncio.sleep(0.05)
+        batcher.item_seconds = 0.0
+        queued = batcher.submit([5])  # a batch is running: queue behind it, do not run inline
+        assert not queued[0].done()
+        gate.set()
+        assert await gather_with_timeout(blocked + queued, 5) == [40, 50]
+        assert threads[-1] != loop_thread
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_inline_run_for_a_model_over_the_threshold_or_with_a_batch_wait():
+    def process(items: list[int], alive=None) -> list[int]:
+        time.sleep(0.005)
+        return items
+
+    async def scenario(policy: BatchPolicy) -> list[bool]:
+        batcher = MicroBatcher(process, policy, in_thread)
+        inline = []
+        for i in range(3):
+            futures = batcher.submit([i])
+            inline.append(futures[0].done())
+            await gather_with_timeout(futures, 5)
+        await batcher.close()
+        return inline
+
+    assert asyncio.run(scenario(BatchPolicy(inline_max_ms=1))) == [False] * 3  # 5 ms per item > 1 ms
+    assert asyncio.run(scenario(BatchPolicy(inline_max_ms=1000, max_wait_ms=1))) == [False] * 3
+    assert asyncio.run(scenario(BatchPolicy(inline_max_ms=1000))) == [False, True, True]
+
+
+def test_settings_refuse_an_unknown_batch_policy_key():
+    with pytest.raises(ValueError, match="unknown keys \\['max_batch'\\]; valid: max_batch_size"):
+        Settings(batching={"digits": {"max_batch": 8}})
