@@ -9,11 +9,13 @@ batches grow with load and a lone request is never held back by more than `max_w
 models whose forward pass does not get cheaper per item with batch size on a CPU, two
 single-threaded batches on two cores beat one). A full queue raises `QueueFullError` at once (-> 503).
 
-With `inline_max_ms` > 0, a request that finds its batcher idle (nothing queued, no batch running) and
-whose items the model has been running in less than that (a moving average per item, measured on the
+With `inline_max_ms` > 0, a request that is alone (the only one its process is serving, as its caller
+says), that finds its batcher idle (nothing queued, no batch running), and whose items the model has
+been running in less than that (a moving average per item, measured on the
 inference threads first) runs at once on the event loop: for a model that takes tens of microseconds,
 the hops to the inference thread and back cost more CPU and latency than the forward pass itself. Under
-load, batches are in flight, so arrivals queue and batch as before. Never with `max_wait_ms` > 0 (that
+load, other requests are in flight, so the work stays on the threads, overlapping the event loop's HTTP
+work, and arrivals queue and batch as before. Never with `max_wait_ms` > 0 (that
 asks batches to grow), and work run inline is not cut by the request timeout (it is shorter than the hop).
 """
 
@@ -91,12 +93,13 @@ class MicroBatcher:
         self._running = 0  # batches on the inference threads now
         self.item_seconds: float | None = None  # moving average of the forward pass's cost per item
 
-    def submit(self, payloads: Sequence[Any]) -> list[asyncio.Future[Any]]:
-        """Queue `payloads` (all or none) and return one future per payload."""
+    def submit(self, payloads: Sequence[Any], *, alone: bool = True) -> list[asyncio.Future[Any]]:
+        """Queue `payloads` (all or none) and return one future per payload. `alone`: the caller's request
+        is the only one its process is serving, so running it inline (see above) keeps no other waiting."""
         if len(self._queue) + len(payloads) > self.policy.max_queue:
             raise QueueFullError(f"queue full ({len(self._queue)} waiting, limit {self.policy.max_queue})")
         loop = asyncio.get_running_loop()
-        if self._runs_inline(len(payloads)):
+        if alone and self._runs_inline(len(payloads)):
             return self._run_inline(payloads, loop)
         self._start(loop)
         items = [_Item(payload, loop.create_future()) for payload in payloads]

@@ -72,6 +72,7 @@ class ModelServer:
         self.readiness: dict[str, str] = {}
         self.readiness_backends: dict[str, str] = {}
         self.ready = False
+        self._in_flight = 0  # requests inside `serve` now (event-loop thread only)
 
     # ---- choosing -----------------------------------------------------------------------
     def kind_of(self, manifest: Manifest) -> ModelKind:
@@ -123,6 +124,14 @@ class ModelServer:
         request into the kind's batch items, run them through the micro-batcher, `encode(kind, model,
         decoded, outcomes)` the answer, count it; then hand a shadow its share and log a sample."""
         started = time.perf_counter()
+        self._in_flight += 1
+        try:
+            return await self._serve(task, ref, decode, encode, started)
+        finally:
+            self._in_flight -= 1
+
+    async def _serve(self, task: str, ref: str, decode: Callable[[ModelKind, LoadedModel], Decoded],
+                     encode: Callable[[ModelKind, LoadedModel, Decoded, list[Any]], R], started: float) -> R:
         alias = ref if ref in self.resolver.aliases(task) else None
         rollout = self.resolver.rollouts(task).get(alias) if alias is not None else None
         watch = self.rollouts.canary_watch(task, alias, rollout)
@@ -205,7 +214,7 @@ class ModelServer:
         batcher = self.batchers.get(model, partial(kind.predict, model),
                                     partial(self.metrics.batch_observer, model.task, model.version))
         try:
-            futures = batcher.submit(items)
+            futures = batcher.submit(items, alone=self._in_flight == 1)
         except QueueFullError as exc:
             self.metrics.rejected.labels(model.task, model.version, alias or "", "queue_full").inc()
             raise ApiError(503, "overloaded", f"{model.task} is at capacity ({exc}); retry shortly",
