@@ -1,9 +1,7 @@
 """Reading request bodies: once, size-limited while they stream; multipart parsed in memory.
 
-Parsing straight from bytes (the `multipart` package's push parser) avoids the spooled temporary
-files of `UploadFile`, which are the first throughput wall of a small-image service; its parser finds
-boundaries and header lines with `bytes.find`, where python-multipart's (Starlette's) walks the headers
-byte by byte, five times the CPU on a small image (docs/performance.md).
+Parsing straight from bytes (python-multipart's callback parser) avoids the spooled
+temporary files of `UploadFile`, which are the first throughput wall of a small-image service.
 """
 
 from __future__ import annotations
@@ -11,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from multipart import (MultipartError, MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser,
-                       parse_options_header)
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import Receive, Scope
 
 from app.errors import ApiError
@@ -71,34 +69,61 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 def parse_multipart(body: bytes, content_type: str | None, max_parts: int) -> list[Part]:
     """Split a multipart/form-data body into parts: 415 for another content type, 400 if malformed or
-    without its closing boundary, 422 past `max_parts` parts (parsing stops there, so a body of many
+    without its closing boundary, 413 past `max_parts` parts (parsing stops there, so a body of many
     tiny parts costs the event loop no more than `max_parts` of them)."""
     media_type, options = parse_options_header(content_type or "")
-    if media_type != "multipart/form-data":
+    if media_type != b"multipart/form-data":
         raise ApiError(415, "unsupported_media_type",
                        "send multipart/form-data with one or more image parts named 'file'")
-    boundary = options.get("boundary")
+    boundary = options.get(b"boundary")
     if not boundary:
         raise ApiError(400, "bad_request", "multipart/form-data without a boundary")
     parts: list[Part] = []
-    parser = PushMultipartParser(boundary, max_segment_count=max_parts)
-    try:
-        for event in parser.parse(body):
-            if isinstance(event, MultipartSegment):
-                parts.append(Part(event.name or "", event.filename, event.content_type))
-            elif event is not None:
-                parts[-1].chunks.append(event)
-    except ParserLimitReached as exc:
+    header_field, header_value = bytearray(), bytearray()
+    ended = False
+
+    def on_part_begin() -> None:
         if len(parts) >= max_parts:
             raise ApiError(422, "too_many_parts", f"the multipart body has more than {max_parts} parts "
-                           "(MODELHOUSE_MAX_FILES_PER_REQUEST files, plus a few other fields)") from None
-        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from None
-    except MultipartError as exc:
-        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from None
+                           "(MODELHOUSE_MAX_FILES_PER_REQUEST files, plus a few other fields)")
+        parts.append(Part())
+
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_field.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        name = bytes(header_field).lower()
+        if name == b"content-disposition":
+            _, params = parse_options_header(bytes(header_value))
+            parts[-1].name = params.get(b"name", b"").decode("utf-8", "replace")
+            filename = params.get(b"filename")
+            parts[-1].filename = filename.decode("utf-8", "replace") if filename is not None else None
+        elif name == b"content-type":
+            parts[-1].content_type = bytes(header_value).decode("latin-1").strip()
+        header_field.clear()
+        header_value.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1].chunks.append(data[start:end])
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_part_data": on_part_data, "on_end": on_end,
+    })
     try:
-        parser.close()  # raises when the closing boundary never came
-    except ParserError:
-        raise ApiError(400, "bad_request", "malformed multipart body: it ends before its closing boundary") from None
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+    if not ended:
+        raise ApiError(400, "bad_request", "malformed multipart body: it ends before its closing boundary")
     return parts
 
 
