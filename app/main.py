@@ -47,7 +47,7 @@ def preload_and_freeze(server: ModelServer, freeze: bool = True) -> None:
     that never die, and a full collection walking them stalled the event loop under load (measured with
     gc.callbacks). Objects made later, request data included, are collected as usual."""
     server.preload()
-    if freeze:
+    if freeze and not server.closing:
         gc.collect()
         gc.freeze()
 

@@ -73,6 +73,7 @@ class ModelServer:
         self.readiness_backends: dict[str, str] = {}
         self.ready = False
         self._in_flight = 0  # requests inside `serve` now (event-loop thread only)
+        self.closing = False  # set by `close`: a preload still running on its thread stops at the next task
 
     # ---- choosing -----------------------------------------------------------------------
     def kind_of(self, manifest: Manifest) -> ModelKind:
@@ -234,6 +235,9 @@ class ModelServer:
         ok = True
         self.registry.sweep_staging()
         for task in self.registry.tasks():
+            if self.closing:  # a load cannot be cut short, but a closed server starts no more of them
+                log.info("closing: preload stopped before %s", task)
+                return
             if DEFAULT_ALIAS not in self.resolver.aliases(task):
                 continue
             try:
@@ -250,6 +254,7 @@ class ModelServer:
         return {task: self.resolver.aliases(task) for task in self.registry.tasks()}
 
     async def close(self) -> None:
+        self.closing = True
         await self.heartbeat.stop()
         if self.store_poller is not None:
             await self.store_poller.stop()

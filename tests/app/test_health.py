@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import time
@@ -115,3 +116,12 @@ def test_every_setting_is_documented():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
     missing = [name for name in Settings.model_fields if f"MODELHOUSE_{name.upper()}" not in docs]
     assert not missing, missing
+
+
+def test_a_closed_server_starts_no_more_loads(store):
+    """A preload still running on its thread when the app shuts down stops at the next task, so a closed
+    server's loads do not go on taking the cores."""
+    server = create_app(Settings(store_dir=store, device="cpu", preload=False)).state.server
+    asyncio.run(server.close())
+    server.preload()
+    assert not server.ready and server.cache.peek(("digits", server.registry.resolve("digits"))) is None
