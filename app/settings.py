@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     inference_workers: int = Field(2, ge=1, description="inference threads per task (each task's requests have their own)")
     batch_max_size: int = Field(64, ge=1, description="largest micro-batch per forward pass")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a small batch to grow (0: run at once; batches still form under load)")
-    batch_inline_max_ms: float = Field(1.0, ge=0, description="a request that finds its model idle runs on the "
-                                       "event loop, not an inference thread, when the model's forward pass has "
+    batch_inline_max_ms: float = Field(1.0, ge=0, description="a request alone in its worker process that finds its "
+                                       "model idle runs on the event loop, not an inference thread, when the model's forward pass has "
                                        "been taking less than this per request (0: never)")
     queue_max: int = Field(64, ge=1, description="queued items per model and worker process before answering 503")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
