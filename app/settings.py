@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     batch_inline_max_ms: float = Field(1.0, ge=0, description="a request alone in its worker process that finds its "
                                        "model idle runs on the event loop, not an inference thread, when the model's forward pass has "
                                        "been taking less than this per request (0: never)")
+    batch_inline_max_bytes: int = Field(4096, ge=0, description="...and when its inputs (images or tensors, as "
+                                        "sent) are at most this many bytes: the model's typical cost says nothing "
+                                        "of one huge image, and a 4 KiB PNG inflates to at most ~4 megapixels")
     queue_max: int = Field(64, ge=1, description="queued items per model and worker process before answering 503")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after it)")
     shadow_queue_max: int = Field(64, ge=1, description="served requests waiting for their shadow run, per worker "

@@ -141,9 +141,17 @@ def load_oriented(image: Image.Image, *, mode: str, draft_size: tuple[int, int] 
     return flatten_to_mode(image.transpose(method) if method is not None else image, mode)
 
 
+# Where `Image.getexif` looks for an orientation, besides a TIFF's own tags: with none of these in a decoded
+# image's info there is nothing to read, and building the empty Exif would cost more than a small PNG's decode.
+EXIF_INFO_KEYS = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
 def orientation_of(image: Image.Image) -> int:
     """The EXIF orientation PIL reads (EXIF, else an XMP packet), 1 when there is none or the metadata
-    does not parse: such an image is shown as stored, as browsers do."""
+    does not parse: such an image is shown as stored, as browsers do. Call it after `load`: a PNG's
+    eXIf chunk may follow its pixels."""
+    if not hasattr(image, "tag_v2") and not any(key in image.info for key in EXIF_INFO_KEYS):
+        return 1
     try:
         return image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # PIL's TIFF reader raises many kinds on corrupt metadata

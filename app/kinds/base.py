@@ -53,6 +53,7 @@ class Decoded:
     options: Any = None
     version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    input_bytes: int = 0  # size of the inputs as sent (images' bytes, tensors' data): what a decode may meet
 
 
 class ModelKind(ABC):

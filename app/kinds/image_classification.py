@@ -86,7 +86,9 @@ class ImageClassification(ModelKind):
         top_k = default if request.params.top_k is None else request.params.top_k
         if top_k > maximum:
             raise ApiError(422, "invalid_parameters", f"top_k: must be at most {maximum} for {model.task}")
-        return Decoded([ImageItem(p.data, p.content_type) for p in parts], ImageOptions(parts, top_k, request.params.debug))
+        items = [ImageItem(p.data, p.content_type) for p in parts]
+        return Decoded(items, ImageOptions(parts, top_k, request.params.debug),
+                       input_bytes=sum(len(item.data) for item in items))
 
     def predict(self, model: LoadedModel, items: list[ImageItem | TensorItem],
                 alive: Callable[[int], bool] = lambda _: True) -> list[Classified | Exception]:
@@ -158,7 +160,7 @@ class ImageClassification(ModelKind):
         if not outcomes or not all(isinstance(row, Classified) for row in outcomes):
             return None
         tensor = to_tensor([row.array for row in outcomes], model.preprocessing).numpy()
-        return Decoded([TensorItem(array) for array in tensor])
+        return Decoded([TensorItem(array) for array in tensor], input_bytes=tensor.nbytes)
 
     def input_digest(self, item: ImageItem | TensorItem) -> str:
         data = item.data if isinstance(item, ImageItem) else np.ascontiguousarray(item.array).tobytes()

@@ -169,7 +169,7 @@ class ModelServer:
                 raise ApiError(409, "invalid_model", f"{task}/{model.version} is not a {kind.name} model")
             decoded = decode(kind, model)
             alias = decoded.version if decoded.version in self.resolver.aliases(task) else None
-        return model, kind, decoded, await self._run_batched(model, kind, decoded.items, alias), alias
+        return model, kind, decoded, await self._run_batched(model, kind, decoded, alias), alias
 
     def shadow_top1(self, task: str, version: str,
                     jobs: list[ShadowJob]) -> list[tuple[list[str | None], list[str | None]] | Exception]:
@@ -209,13 +209,16 @@ class ModelServer:
         self.prediction_log.record(request_id=current_request_id.get(), task=model.task, version=model.version,
                                    alias=alias, latency_s=latency, inputs=inputs)
 
-    async def _run_batched(self, model: LoadedModel, kind: ModelKind, items: list[Any],
+    async def _run_batched(self, model: LoadedModel, kind: ModelKind, decoded: Decoded,
                            alias: str | None = None) -> list[Any]:
-        """Outcomes of `items` through the version's micro-batcher: 503 when its queue is full, 504 past the deadline."""
+        """Outcomes of `decoded`'s items through the version's micro-batcher: 503 when its queue is full, 504 past
+        the deadline. Only a request alone in this process and with small inputs may run inline: the model's
+        typical cost says nothing of one huge image, and a decode on the event loop stalls every connection."""
         batcher = self.batchers.get(model, partial(kind.predict, model),
                                     partial(self.metrics.batch_observer, model.task, model.version))
+        alone = self._in_flight == 1 and decoded.input_bytes <= self.settings.batch_inline_max_bytes
         try:
-            futures = batcher.submit(items, alone=self._in_flight == 1)
+            futures = batcher.submit(decoded.items, alone=alone)
         except QueueFullError as exc:
             self.metrics.rejected.labels(model.task, model.version, alias or "", "queue_full").inc()
             raise ApiError(503, "overloaded", f"{model.task} is at capacity ({exc}); retry shortly",

@@ -152,13 +152,13 @@ class ImageAdapter(KindAdapter):
             files = [self._file(element, index) for index, element in enumerate(tensor.data)]
             if len(files) > 1:
                 check_request_pixels(files, settings.max_request_pixels)
-            items = [ImageItem(data, None) for data in files]
+            items, size = [ImageItem(data, None) for data in files], sum(len(data) for data in files)
         else:
             batch = tensor.data.reshape(tensor.shape)
             if not np.isfinite(batch).all():
                 raise bad_request(f"input {self.INPUT!r}: holds NaN or infinite values")
-            items = [TensorItem(array) for array in batch]
-        return Decoded(items, V2Options(self.requested(model, request)))
+            items, size = [TensorItem(array) for array in batch], batch.nbytes
+        return Decoded(items, V2Options(self.requested(model, request)), input_bytes=size)
 
     def _preprocessed(self, model: LoadedModel, tensor: InferInput) -> bool:
         """Whether `tensor` is `input` FP32 [N,C,H,W] of the model's input size."""

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from app.batching import BatchObserver, BatchPolicy, MicroBatcher, QueueFullError, gather_with_timeout
+from app.kinds.image_classification import ImageClassification
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import png_bytes
@@ -208,6 +209,26 @@ def test_no_inline_run_for_a_model_over_the_threshold_or_with_a_batch_wait():
     assert asyncio.run(scenario(BatchPolicy(inline_max_ms=1))) == [False] * 3  # 5 ms per item > 1 ms
     assert asyncio.run(scenario(BatchPolicy(inline_max_ms=1000, max_wait_ms=1))) == [False] * 3
     assert asyncio.run(scenario(BatchPolicy(inline_max_ms=1000))) == [False, True, True]
+
+
+def test_a_lone_request_runs_inline_only_with_small_inputs(make_client, mnist_test, monkeypatch):
+    threads: list[str] = []
+    predict = ImageClassification.predict
+
+    def recording(self, model, items, alive=lambda _: True):
+        threads.append(threading.current_thread().name)
+        return predict(self, model, items, alive)
+
+    monkeypatch.setattr(ImageClassification, "predict", recording)
+    png = png_bytes(mnist_test[0][0])
+    for limit, inline in ((len(png), True), (len(png) - 1, False)):
+        client = make_client(batch_inline_max_ms=1000, batch_inline_max_bytes=limit)
+        threads.clear()
+        for _ in range(3):  # the first measures the model's cost on an inference thread
+            response = client.post("/digits", files={"file": ("d.png", png, "image/png")})
+            assert response.status_code == 200, response.text
+        assert threads[0].startswith("inference")
+        assert [not name.startswith("inference") for name in threads[1:]] == [inline, inline], threads
 
 
 def test_settings_refuse_an_unknown_batch_policy_key():

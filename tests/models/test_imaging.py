@@ -8,6 +8,7 @@ import struct
 
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from models.imaging import (ImageTooLargeError, UndecodableImageError, UnsupportedImageTypeError, load_oriented,
                             open_image)
@@ -73,3 +74,29 @@ def test_sixteen_bit_png_is_rescaled():
     Image.new("I;16", (8, 8), 40000).save(buffer, format="PNG")
     gray = load_oriented(open_image(buffer.getvalue()), mode="L")
     assert gray.getpixel((0, 0)) == 255
+
+
+def _oriented(fmt: str, metadata: str) -> bytes:
+    """A 40x20 image with orientation 6 (turn 90 degrees clockwise) in `metadata`: "exif" or "xmp" (PNG only)."""
+    buffer, image = io.BytesIO(), Image.new("L", (40, 20), 0)
+    if metadata == "exif":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.save(buffer, format=fmt, exif=exif.tobytes())
+    else:
+        info = PngInfo()  # PNG: an iTXt chunk, as Adobe's tools write it
+        info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>'
+                      '<rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+        image.save(buffer, format=fmt, pnginfo=info)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt,metadata", [("PNG", "exif"), ("PNG", "xmp"), ("WEBP", "exif"), ("TIFF", "exif")])
+def test_orientation_from_any_metadata_is_applied(fmt, metadata):
+    # orientation_of skips PIL's getexif when the image carries none of its sources: each source still counts
+    image = load_oriented(open_image(_oriented(fmt, metadata)), mode="L")
+    assert image.size == (20, 40)
+
+
+def test_an_image_without_metadata_stays_as_stored():
+    assert load_oriented(open_image(encode("PNG", "L", (40, 20))), mode="L").size == (40, 20)
