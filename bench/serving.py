@@ -5,7 +5,7 @@ FastAPI app with 1 and with 2 uvicorn workers, TorchServe with 2 workers without
 side by side, with the HTTP floor beside them (a bare ASGI app, 2 uvicorn workers, that reads the body and
 answers a constant: no peer, what HTTP alone costs). Each cell is driven on all of them, one after the
 other (rotating which goes first), by `wrk -t1` (the load generator shares the 2 cores with the servers)
-at 1, 8, 32 and 64 connections, for a 28x28 PNG and a 640x480 JPEG photo of a digit (and a 640x480 JPEG
+at 1, 8, 32 and 64 connections, 3 rounds each (`--rounds`, medians reported), for a 28x28 PNG and a 640x480 JPEG photo of a digit (and a 640x480 JPEG
 for /imagenet/top5 when an imagenet model is registered: the tutorial peers only). Reports req/s, p50,
 p99 and errors per cell, the ratio project / best peer and the project's share of the floor, the
 in-process ceilings (decode per image, forward at batch 1/32/256), and an overload run (256
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import ceilings
-from bench.http import Payload, free_port, make_payloads, preflight, require_wrk, run_wrk, server_process, settle
+from bench.http import (Payload, free_port, make_payloads, preflight, require_wrk, run_wrk, server_process, settle,
+                        summarize_runs)
 from bench.peers.torchserve import available as torchserve_available
 from bench.peers.torchserve import torchserve_process
 from bench.report import RESULTS_DIR, command_line, markdown_table, publish
@@ -80,12 +81,15 @@ def start_peer(stack: contextlib.ExitStack, peer: str, task: str) -> str:
     return stack.enter_context(torchserve_process(free_port(), log_path, batch_size=option))
 
 
-def measure(payloads: list[Payload], connections: list[int], duration: int, peers: list[str]) -> list[dict[str, Any]]:
-    """Every payload at every connection count on the project and on each peer serving its task.
+def measure(payloads: list[Payload], connections: list[int], duration: int, peers: list[str],
+            rounds: int) -> list[dict[str, Any]]:
+    """Every payload at every connection count on the project and on each peer serving its task: one row
+    per server and cell, its median over `rounds` runs (`summarize_runs`; each run kept in "runs").
 
     The servers run side by side (an idle one costs nothing) and each cell is measured on all of them, one
-    right after the other, in rotating order: this VM's throughput drifts up to 2x between minutes, and
-    measuring all project cells first, then all baseline cells, let that drift into the ratios.
+    right after the other, `rounds` times, rotating which goes first: this VM's throughput drifts up to 2x
+    between minutes, and measuring all project cells first, then all baseline cells, let that drift into
+    the ratios; one run per server and cell still moved a ratio by 10-20% between runs of the benchmark.
     """
     rows = []
     with contextlib.ExitStack() as stack:
@@ -100,16 +104,23 @@ def measure(payloads: list[Payload], connections: list[int], duration: int, peer
                 run_wrk(urls[server], payload, max(connections), 2, 10)  # warm-up, discarded
                 settle(urls[server], payload)
             for index, count in enumerate(connections):
-                shift = index % len(servers)
-                for server in servers[shift:] + servers[:shift]:
-                    result = run_wrk(urls[server], payload, count, duration, 10)
-                    settle(urls[server], payload)
-                    log.info("%s %s c=%d: %.0f req/s p50 %.2f p99 %.2f err %d", server[0], payload.name, count,
-                             result.requests_per_s, result.latency_ms["p50"], result.latency_ms["p99"],
-                             result.error_total)
+                runs: dict[tuple[str, str | None], list[dict[str, Any]]] = {server: [] for server in servers}
+                for round_index in range(rounds):
+                    shift = (index + round_index) % len(servers)
+                    for server in servers[shift:] + servers[:shift]:
+                        result = run_wrk(urls[server], payload, count, duration, 10)
+                        settle(urls[server], payload)
+                        log.info("%s %s c=%d round %d: %.0f req/s p50 %.2f p99 %.2f err %d", server[0], payload.name,
+                                 count, round_index + 1, result.requests_per_s, result.latency_ms["p50"],
+                                 result.latency_ms["p99"], result.error_total)
+                        runs[server].append({"req_s": result.requests_per_s, "p50": result.latency_ms["p50"],
+                                             "p99": result.latency_ms["p99"], "errors": result.errors})
+                for server, server_runs in runs.items():
+                    summary = summarize_runs(server_runs)
+                    errors = {key: sum(r["errors"][key] for r in server_runs) for key in server_runs[0]["errors"]}
                     rows.append({"server": server[0], "payload": payload.name, "connections": count,
-                                 "req_s": result.requests_per_s, "p50": result.latency_ms["p50"],
-                                 "p99": result.latency_ms["p99"], "errors": result.errors})
+                                 "req_s": summary["median_req_s"], "p50": summary["median_p50"],
+                                 "p99": summary["median_p99"], "errors": errors, "runs": server_runs})
     return rows
 
 
@@ -157,7 +168,8 @@ def cell(r: dict[str, Any] | None) -> str:
     return f"{r['req_s']:,.0f} ({r['p50']:.2f} / {r['p99']:.1f} ms)" + (f", {errors} errors" if errors else "")
 
 
-def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str, Any] | None, duration: int) -> str:
+def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str, Any] | None, duration: int,
+             rounds: int) -> str:
     index = {(r["server"], r["payload"], r["connections"]): r for r in rows}
     servers = list(dict.fromkeys(r["server"] for r in rows if r["server"] != "project"))
     peers = [s for s in servers if PEERS[s][0] != "floor"]
@@ -173,9 +185,9 @@ def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str
                   for name in floors]
         table.append([payload, conns, cell(r), *(cell(index.get((p, payload, conns))) for p in servers), ratio,
                       *shares])
-    lines = ["## Serving: the project and every peer, side by side (each cell on all of them, one after the other "
-             f"in rotating order; wrk -t1, {duration} s per cell; wrk shares the machine's cores). Each entry: "
-             "req/s (p50 / p99). The peers are baselines (bench/peers/), serving the same weights with PyTorch."
+    lines = ["## Serving: the project and every peer, side by side (each cell on all of them, one after the other, "
+             f"{rounds} rounds in rotating order; wrk -t1, {duration} s per run; wrk shares the machine's cores). Each "
+             f"entry: the medians over the {rounds} runs of req/s (p50 / p99). The peers are baselines (bench/peers/), serving the same weights with PyTorch."
              + (" `http-floor` is no peer: a bare ASGI app under the same uvicorn reading the body and answering a "
                 "fixed JSON (bench/peers/http_floor.py), what HTTP alone costs; the last column is the project's "
                 "share of it." if floors else ""), "",
@@ -200,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk cell")
     parser.add_argument("--connections", default="1,8,32,64")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server and cell, alternated; each cell "
+                        "reports their medians")
     parser.add_argument("--overload", type=int, default=60, metavar="SECONDS", help="256-connection run; 0 skips")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"baselines to compare with, of {', '.join(PEERS)} "
                         "(empty: none); TorchServe ones are left out, with a warning, where it cannot run")
@@ -222,10 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing and any(PEERS[p][0] == "torchserve" for p in peers):
         log.warning("leaving TorchServe out: %s", missing)
         peers = [p for p in peers if PEERS[p][0] != "torchserve"]
-    rows = measure(digits + ([imagenet] if imagenet else []), connections, args.duration, peers)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    rows = measure(digits + ([imagenet] if imagenet else []), connections, args.duration, peers, args.rounds)
     over = overload(digits[0], args.overload, RESULTS / "server-overload.log") if args.overload else None
     publish("serving", "python -m bench.serving: the service vs the peers a user would pick instead",
-            markdown(rows, ceiling, over, args.duration),
+            markdown(rows, ceiling, over, args.duration, args.rounds),
             {"rows": rows, "ceilings": ceiling, "overload": over,
              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
             command=command_line(parser.prog, argv), started=started)
