@@ -5,11 +5,11 @@ FastAPI app with 1 and with 2 uvicorn workers, TorchServe with 2 workers without
 side by side, with the HTTP floor beside them (a bare ASGI app, 2 uvicorn workers, that reads the body and
 answers a constant: no peer, what HTTP alone costs). Each cell is driven on all of them, one after the
 other (rotating which goes first), by `wrk -t1` (the load generator shares the 2 cores with the servers)
-at 1, 8, 32 and 64 connections, 3 rounds each (`--rounds`, medians reported), for a 28x28 PNG and a 640x480 JPEG photo of a digit (and a 640x480 JPEG
-for /imagenet/top5 when an imagenet model is registered: the tutorial peers only). Reports req/s, p50,
-p99 and errors per cell, the ratio project / best peer and the project's share of the floor, the
-in-process ceilings (decode per image, forward at batch 1/32/256), and an overload run (256
-connections) with 503 counts and server RSS before/after.
+at 1, 8, 32 and 64 connections, 3 rounds each (`--rounds`; medians reported), for a 28x28 PNG and a
+640x480 JPEG photo of a digit (and a 640x480 JPEG for /imagenet/top5 when an imagenet model is
+registered: the tutorial peers only). Reports req/s, p50, p99 and errors per cell, the ratio project /
+best peer and the project's share of the floor, the in-process ceilings (decode per image, forward at
+batch 1/32/256), and an overload run (256 connections) with 503 counts and server RSS before/after.
 Results: bench/results/serving.md (committed, headed by date, commit, machine and command) and
 serving.json (git-ignored).
 """
@@ -187,7 +187,8 @@ def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], over: dict[str
                       *shares])
     lines = ["## Serving: the project and every peer, side by side (each cell on all of them, one after the other, "
              f"{rounds} rounds in rotating order; wrk -t1, {duration} s per run; wrk shares the machine's cores). Each "
-             f"entry: the medians over the {rounds} runs of req/s (p50 / p99). The peers are baselines (bench/peers/), serving the same weights with PyTorch."
+             f"entry: the medians over the {rounds} runs of req/s (p50 / p99). The peers are baselines "
+             "(bench/peers/), serving the same weights with PyTorch."
              + (" `http-floor` is no peer: a bare ASGI app under the same uvicorn reading the body and answering a "
                 "fixed JSON (bench/peers/http_floor.py), what HTTP alone costs; the last column is the project's "
                 "share of it." if floors else ""), "",
